@@ -1,0 +1,338 @@
+"""Executing a plan against the live org: exactly what it shows, never over someone else's change.
+
+Each change of a ``Plan`` becomes one guarded write:
+
+    create (client id)   PUT  If-None-Match: *        412 -> look: ours already? else conflict
+    create (prompt)      POST, unique name            409 / lost response -> look it up by name
+    update / rollback    PUT  If-Match: <plan etag>   412 -> look: ours already? else conflict
+    delete               DELETE If-Match: <plan etag> 412 -> conflict; 404 -> already gone
+
+"Look" re-reads the resource: when it already holds exactly what we meant to write, an earlier
+attempt of ours landed (its response was lost) and the change counts as applied. Anything else is
+a conflict: reported (exit 3), never retried, never overwritten; changes that depend on it are
+skipped, independent ones go on. Every write is journaled before it is sent (intent) and after
+(outcome). Partial results are part of the contract: ``apply_plan`` returns an outcome for every
+change whatever happened, as Terraform's Apply returns the partial state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import httpx
+
+from reconciler.client.adapters import adapter_for
+from reconciler.client.api import GatewayClient, WriteResult
+from reconciler.diff import compare, fingerprint
+from reconciler.errors import ApiError, ConflictError, NotFoundError, ServerError, TransportError
+from reconciler.journal import Journal, RecordType, summarize
+from reconciler.models import Kind, LiveResource, ResourceKey
+from reconciler.notify import Event, WebhookTarget, deliver
+from reconciler.plan import Action, Change, Plan
+from reconciler.redact import Redactor
+
+# A lost prompt create is looked up and re-sent at most this many times.
+CREATE_ATTEMPTS = 4
+
+
+class Status(StrEnum):
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    CONFLICT = "conflict"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one change. ``service_changed`` lists fields the service stored
+    differently from what we sent (a server default we do not know: a perpetual diff)."""
+
+    change: Change
+    status: Status
+    message: str = ""
+    http_status: int = 0
+    latency_ms: float = 0.0
+    live_id: str | None = None
+    etag_after: str | None = None
+    service_changed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    run_id: str
+    outcomes: tuple[Outcome, ...]
+    journal_head: str
+
+    def count(self, status: Status) -> int:
+        return sum(1 for o in self.outcomes if o.status is status)
+
+    @property
+    def exit_code(self) -> int:
+        if self.count(Status.FAILED) or self.count(Status.SKIPPED):
+            return 1
+        return 3 if self.count(Status.CONFLICT) else 0
+
+
+@dataclass
+class ApplyOptions:
+    """Everything apply needs besides the plan and the client."""
+
+    redactor: Redactor
+    webhooks: Sequence[WebhookTarget] = ()
+    actor: str = ""
+    git_commit: str | None = None
+    command: str = "apply"
+    on_outcome: Callable[[Outcome], None] | None = None
+    notify_transport: httpx.AsyncBaseTransport | None = None
+    ignore: dict[Kind, tuple[str, ...]] = field(default_factory=dict)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _document(kind: Kind, live: LiveResource) -> dict[str, Any]:
+    return {"spec": live.spec, "labels": live.labels}
+
+
+def _same(kind: Kind, stored: dict[str, Any], intended: dict[str, Any]) -> bool:
+    """Does the live body hold what we meant to write (after the service's defaults)?"""
+    live = adapter_for(kind).from_wire(stored)
+    desired = {"spec": adapter_for(kind).with_server_defaults(intended["spec"]),
+               "labels": intended["labels"]}
+    return fingerprint(_document(kind, live)) == fingerprint(desired)
+
+
+class _Executor:
+    """Runs one plan's changes; one instance per run (holds the run's progress)."""
+
+    def __init__(self, plan: Plan, client: GatewayClient, journal: Journal, options: ApplyOptions,
+                 run_id: str, notify_http: httpx.AsyncClient) -> None:
+        self.plan = plan
+        self.client = client
+        self.journal = journal
+        self.options = options
+        self.run_id = run_id
+        self.notify_http = notify_http
+        self.done: dict[ResourceKey, asyncio.Event] = {c.key: asyncio.Event() for c in plan.changes}
+        self.outcomes: dict[ResourceKey, Outcome] = {}
+        self.notifications: list[asyncio.Task[None]] = []
+
+    async def run(self) -> list[Outcome]:
+        await asyncio.gather(*(self._run_change(i, c) for i, c in enumerate(self.plan.changes)))
+        if self.notifications:
+            await asyncio.gather(*self.notifications)
+        return [self.outcomes[c.key] for c in self.plan.changes]
+
+    async def _run_change(self, index: int, change: Change) -> None:
+        try:
+            blockers = []
+            for dep in change.depends_on:
+                if dep in self.done:
+                    await self.done[dep].wait()
+                    if self.outcomes[dep].status not in (Status.APPLIED, Status.UNCHANGED):
+                        blockers.append(dep)
+            if change.action is Action.NO_OP:
+                outcome = Outcome(change, Status.UNCHANGED, live_id=change.live_id, etag_after=change.etag)
+            elif blockers:
+                names = ", ".join(str(b) for b in blockers)
+                outcome = Outcome(change, Status.SKIPPED, f"skipped: depends on {names}, which did not apply")
+                self._journal_outcome(index, outcome)
+            else:
+                outcome = await self._execute(index, change)
+        except Exception as exc:  # a bug must not leave dependants waiting forever
+            outcome = Outcome(change, Status.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            self._journal_outcome(index, outcome)
+        self.outcomes[change.key] = outcome
+        self.done[change.key].set()
+        if self.options.on_outcome:
+            self.options.on_outcome(outcome)
+
+    # --- one change --------------------------------------------------------------------------
+
+    def _wire_body(self, change: Change) -> dict[str, Any]:
+        assert change.after is not None
+        return adapter_for(change.key.kind).to_wire(change.key.name, change.after["spec"],
+                                                    change.after["labels"])
+
+    def _method_and_path(self, change: Change) -> tuple[str, str]:
+        adapter = adapter_for(change.key.kind)
+        match change.action:
+            case Action.CREATE if adapter.id_strategy == "post":
+                return "POST", adapter.collection_path
+            case Action.CREATE:
+                return "PUT", adapter.item_path(change.key.name)
+            case Action.DELETE:
+                return "DELETE", adapter.item_path(change.live_id or change.key.name)
+            case _:
+                return "PUT", adapter.item_path(change.live_id or change.key.name)
+
+    async def _execute(self, index: int, change: Change) -> Outcome:
+        method, path = self._method_and_path(change)
+        redact = self.options.redactor
+        self.journal.append(self.run_id, RecordType.INTENT, {
+            "change_id": index, "action": change.action.value, "kind": change.key.kind.value,
+            "name": change.key.name, "method": method, "path": path, "etag_before": change.etag,
+            "body": redact.value(self._redacted_doc(change.key.kind, change.after)),
+        })
+        started = time.perf_counter()
+        try:
+            outcome = await self._write(change)
+        except ApiError as exc:
+            outcome = Outcome(change, Status.FAILED, redact.text(str(exc)), exc.status)
+        outcome = replace(outcome, latency_ms=round((time.perf_counter() - started) * 1000, 2))
+        self._journal_outcome(index, outcome)
+        if outcome.status is Status.APPLIED:
+            self._notify(change, outcome)
+        return outcome
+
+    async def _write(self, change: Change) -> Outcome:
+        kind = change.key.kind
+        match change.action:
+            case Action.DELETE:
+                return await self._delete(change)
+            case Action.CREATE if adapter_for(kind).id_strategy == "post":
+                return await self._create_by_post(change)
+            case Action.CREATE:
+                return await self._guarded_put(change, if_match=None)
+            case Action.UPDATE | Action.ROLLBACK:
+                return await self._guarded_put(change, if_match=change.etag)
+            case _:
+                return Outcome(change, Status.UNCHANGED)
+
+    async def _guarded_put(self, change: Change, if_match: str | None) -> Outcome:
+        kind, body = change.key.kind, self._wire_body(change)
+        live_id = change.live_id or change.key.name
+        try:
+            result = await self.client.put(kind, live_id, body, if_match=if_match,
+                                           create_only=if_match is None)
+        except ConflictError as exc:
+            return await self._after_conflict(change, live_id, exc)
+        return self._applied(change, result, 200)
+
+    async def _after_conflict(self, change: Change, live_id: str, exc: ConflictError) -> Outcome:
+        """A 409/412: ours already (a retry after a lost response), or someone else's change."""
+        assert change.after is not None
+        if live_id:
+            found = await self.client.get(change.key.kind, live_id)
+        else:  # a prompt create: its id is whatever the service gave the name
+            found = await self.client.find(change.key.kind, change.key.name)
+        if found is not None and _same(change.key.kind, found[1], change.after):
+            live, stored = found
+            return self._applied(change, WriteResult(live.id, live.etag, stored), exc.status,
+                                 note="an earlier attempt of this run had already landed")
+        return Outcome(change, Status.CONFLICT,
+                       f"conflict: {change.key} changed since the plan (etag {change.etag or 'none'}); "
+                       "nothing was overwritten. Re-run plan to see the change.", exc.status)
+
+    async def _create_by_post(self, change: Change) -> Outcome:
+        """POST a prompt; after a lost response or 5xx, look it up by name before any retry."""
+        assert change.after is not None
+        body = self._wire_body(change)
+        last: ApiError | None = None
+        for attempt in range(CREATE_ATTEMPTS):
+            if attempt:
+                found = await self.client.find_prompt(change.key.name)
+                if found is not None:
+                    live, stored = found
+                    if _same(Kind.PROMPT, stored, change.after):
+                        return self._applied(change, WriteResult(live.id, live.etag, stored), 201,
+                                             note="found after a lost response; not re-sent")
+                    return Outcome(change, Status.CONFLICT,
+                                   f"conflict: a prompt named {change.key.name!r} was created by someone "
+                                   "else since the plan; nothing was overwritten", 409)
+                await self.client.session.backoff(attempt)
+            try:
+                result = await self.client.create_prompt(body)
+            except ConflictError as exc:
+                return await self._after_conflict(change, "", exc)
+            except (ServerError, TransportError) as exc:
+                last = exc
+                continue
+            return self._applied(change, result, 201)
+        assert last is not None
+        raise last
+
+    async def _delete(self, change: Change) -> Outcome:
+        live_id = change.live_id or change.key.name
+        try:
+            await self.client.delete(change.key.kind, live_id, if_match=change.etag)
+        except NotFoundError:
+            return Outcome(change, Status.APPLIED, "already gone", 404, live_id=live_id)
+        except ConflictError as exc:
+            return Outcome(change, Status.CONFLICT,
+                           f"conflict: {change.key} changed since the plan; not deleted", exc.status)
+        return Outcome(change, Status.APPLIED, "deleted", 204, live_id=live_id)
+
+    def _applied(self, change: Change, result: WriteResult, http_status: int, note: str = "") -> Outcome:
+        """Success, plus post-apply verification: did the service store what we sent?"""
+        assert change.after is not None
+        kind = change.key.kind
+        stored = adapter_for(kind).from_wire(result.body)
+        desired = {"spec": adapter_for(kind).with_server_defaults(change.after["spec"]),
+                   "labels": change.after["labels"]}
+        verdict = compare(desired, _document(kind, stored), kind, self.options.ignore.get(kind, ()))
+        changed = tuple(f.path for f in verdict.fields)
+        message = note or change.action.value + "d"
+        if changed:
+            message += "; the service changed " + ", ".join(changed) + " (a perpetual diff: update the manifest)"
+        return Outcome(change, Status.APPLIED, message, http_status, live_id=result.live_id,
+                       etag_after=result.etag, service_changed=changed)
+
+    # --- records -----------------------------------------------------------------------------
+
+    def _redacted_doc(self, kind: Kind, doc: dict[str, Any] | None) -> dict[str, Any] | None:
+        if doc is None:
+            return None
+        return {"spec": self.options.redactor.resource(kind, doc["spec"]), "labels": doc["labels"]}
+
+    def _journal_outcome(self, index: int, outcome: Outcome) -> None:
+        change, redact = outcome.change, self.options.redactor
+        self.journal.append(self.run_id, RecordType.OUTCOME, {
+            "change_id": index, "action": change.action.value, "kind": change.key.kind.value,
+            "name": change.key.name, "status": outcome.status.value, "http_status": outcome.http_status,
+            "latency_ms": outcome.latency_ms, "etag_before": change.etag, "etag_after": outcome.etag_after,
+            "live_id": outcome.live_id or change.live_id,
+            "before": redact.value(self._redacted_doc(change.key.kind, change.before)),
+            "after": redact.value(self._redacted_doc(change.key.kind, change.after)),
+            "error": outcome.message if outcome.status is not Status.APPLIED else None,
+            "service_changed": list(outcome.service_changed),
+        })
+
+    def _notify(self, change: Change, outcome: Outcome) -> None:
+        if not self.options.webhooks:
+            return
+        verb = {Action.CREATE: "CREATED", Action.DELETE: "DELETED"}.get(change.action, "UPDATED")
+        kind_word = {Kind.FUNCTION_DEFINITION: "FUNCTION_DEFINITION", Kind.PROMPT: "PROMPT",
+                     Kind.CONTEXT_POLICY: "CONTEXT_POLICY"}[change.key.kind]
+        data = self.options.redactor.value(self._redacted_doc(change.key.kind, change.after or change.before))
+        event = Event(name=f"{kind_word}_{verb}", data={"kind": change.key.kind.value,
+                                                       "name": change.key.name, **(data or {})},
+                      run_id=self.run_id, timestamp=_now())
+        self.notifications.append(asyncio.ensure_future(self._deliver(event)))
+
+    async def _deliver(self, event: Event) -> None:
+        for delivery in await deliver(self.notify_http, self.options.webhooks, event):
+            self.journal.append(self.run_id, RecordType.NOTIFICATION, delivery.as_record())
+
+
+async def apply_plan(plan: Plan, client: GatewayClient, journal: Journal, options: ApplyOptions,
+                     *, plan_hash: str) -> ApplyResult:
+    """Execute ``plan``; returns an outcome for every change, whatever happened."""
+    run_id = journal.start_run(actor=options.actor, environment=plan.environment, plan_hash=plan_hash,
+                               git_commit=options.git_commit, command=options.command)
+    async with httpx.AsyncClient(transport=options.notify_transport) as notify_http:
+        executor = _Executor(plan, client, journal, options, run_id, notify_http)
+        outcomes = await executor.run()
+    written = [o for o in outcomes if o.change.action is not Action.NO_OP]
+    summary = summarize([o.latency_ms for o in written if o.latency_ms], [o.status.value for o in written])
+    journal.append(run_id, RecordType.RUN_END, {"summary": summary})
+    return ApplyResult(run_id, tuple(outcomes), journal.head)
+

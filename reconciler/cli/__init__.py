@@ -1,0 +1,57 @@
+"""The `reconciler` command line: one click group, one error handler, one module per command.
+
+Every command module registers itself on ``main``; each stays thin and calls into the package.
+The error handler here is the only place that turns a ``ReconcilerError`` into a message and an
+exit code, so a user's mistake never ends in a Python traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from reconciler.errors import ManifestError, ReconcilerError
+
+
+class ReconcilerGroup(click.Group):
+    """A click group whose commands share one error handler."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ManifestError as exc:
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            click.echo(f"Error: {len(exc.problems)} problem(s) found.", err=True)
+            sys.exit(exc.exit_code)
+        except ReconcilerError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=ReconcilerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="reconciler")
+def main() -> None:
+    """Declarative GitOps for Genesys Cloud LLM Gateway configuration.
+
+    Keep function definitions, prompts and context policies as YAML in git; `plan` shows what
+    would change, `apply` changes exactly that, `drift` reports what changed outside git.
+    """
+
+
+def _register_commands() -> None:
+    # Imported for their side effect of adding commands to ``main``; a module that is not
+    # written yet is simply absent.
+    import importlib
+
+    for name in ("validate", "schema", "emulator", "plan", "apply", "journal", "drift", "export", "render"):
+        try:
+            importlib.import_module(f"reconciler.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"reconciler.cli.{name}":
+                raise
+
+
+_register_commands()

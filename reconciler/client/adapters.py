@@ -1,0 +1,245 @@
+"""One adapter per kind: everything that differs between kinds on the wire, in one place each.
+
+An adapter knows its kind's paths, scopes, id strategy (PUT-upsert with a client-assigned id, or
+POST-create with a server-assigned id and a unique name), wire casing <-> manifest casing, the
+fields the server manages, and the defaults the server fills in. If the real service differs
+from API.md in any of these, the change is confined to one class here.
+
+Adapters are pure (no I/O), so the planner may use them to apply server defaults to desired state.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from reconciler.models import (
+    ContextPolicySpec,
+    FunctionDefinitionSpec,
+    Kind,
+    LiveResource,
+    PromptSpec,
+    ResourceKey,
+)
+
+# Length the service stores on a string parameter that declares no maxLength (API.md).
+DEFAULT_STRING_MAX_LENGTH = 255
+
+IdStrategy = Literal["put", "post"]
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def _canonical_spec(model: type[BaseModel], spec: dict[str, Any]) -> dict[str, Any]:
+    """Run a spec through its model so model defaults appear the same on both sides of a diff.
+
+    Live data the model rejects (someone wrote something odd out of band) is kept as it is, so
+    the diff shows it rather than hiding it.
+    """
+    try:
+        parsed = model.model_validate(spec)
+    except ValidationError:
+        return _drop_none(spec)  # type: ignore[no-any-return]
+    return parsed.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class KindAdapter(ABC):
+    """The wire contract of one kind."""
+
+    kind: ClassVar[Kind]
+    collection_path: ClassVar[str]
+    read_scope: ClassVar[str]
+    write_scope: ClassVar[str]
+    id_strategy: ClassVar[IdStrategy]
+    spec_model: ClassVar[type[BaseModel]]
+    # Fields the server sets; never part of desired state, never sent.
+    server_managed: ClassVar[frozenset[str]] = frozenset({"id", "selfUri", "etag", "dateCreated",
+                                                          "dateModified", "modifiedBy"})
+
+    def item_path(self, resource_id: str) -> str:
+        return f"{self.collection_path}/{resource_id}"
+
+    @abstractmethod
+    def to_wire(self, name: str, spec: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+        """The request body that stores ``spec`` (manifest casing) under ``name``."""
+
+    @abstractmethod
+    def spec_from_wire(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The spec part of a wire body, in manifest casing, server-managed fields dropped."""
+
+    @abstractmethod
+    def name_from_wire(self, body: dict[str, Any]) -> str:
+        """The resource's identity (metadata.name) from a wire body."""
+
+    def with_server_defaults(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Desired spec as the service will store it, so a round trip shows no diff."""
+        return _canonical_spec(self.spec_model, spec)
+
+    def from_wire(self, body: dict[str, Any]) -> LiveResource:
+        name = self.name_from_wire(body)
+        return LiveResource(
+            key=ResourceKey(self.kind, name),
+            id=str(body.get("id", name)),
+            etag=str(body.get("etag", "")),
+            spec=_canonical_spec(self.spec_model, self.spec_from_wire(body)),
+            labels=dict(body.get("labels") or {}),
+        )
+
+
+def _default_string_lengths(schema: Any) -> Any:
+    """Add maxLength 255 to every string schema without one, at any depth (the service does)."""
+    if isinstance(schema, list):
+        return [_default_string_lengths(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if isinstance(out.get("properties"), dict):
+        out["properties"] = {k: _default_string_lengths(v) for k, v in out["properties"].items()}
+    if "items" in out:
+        out["items"] = _default_string_lengths(out["items"])
+    if out.get("type") == "string" and "maxLength" not in out:
+        out["maxLength"] = DEFAULT_STRING_MAX_LENGTH
+    return out
+
+
+class FunctionDefinitionAdapter(KindAdapter):
+    kind = Kind.FUNCTION_DEFINITION
+    collection_path = "/api/v2/ai/llm/function-definitions"
+    read_scope = "ai:llm:function-definition:read"
+    write_scope = "ai:llm:function-definition:write"
+    id_strategy: ClassVar[IdStrategy] = "put"
+    spec_model = FunctionDefinitionSpec
+    server_managed = KindAdapter.server_managed | {"version"}
+
+    def to_wire(self, name: str, spec: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+        return {"id": name, **spec, "labels": labels}
+
+    def spec_from_wire(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {k: body[k] for k in ("name", "description", "timeoutMillis", "parameters") if k in body}
+
+    def name_from_wire(self, body: dict[str, Any]) -> str:
+        return str(body["id"])
+
+    def with_server_defaults(self, spec: dict[str, Any]) -> dict[str, Any]:
+        spec = super().with_server_defaults(spec)
+        if isinstance(spec.get("parameters"), dict):
+            spec = {**spec, "parameters": _default_string_lengths(spec["parameters"])}
+        return spec
+
+
+class PromptAdapter(KindAdapter):
+    kind = Kind.PROMPT
+    collection_path = "/api/v2/ai/llm/prompts"
+    read_scope = "ai:llm:manage"
+    write_scope = "ai:llm:manage"
+    id_strategy: ClassVar[IdStrategy] = "post"
+    spec_model = PromptSpec
+    server_managed = KindAdapter.server_managed | {"revision"}
+
+    def to_wire(self, name: str, spec: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+        body = {k: v for k, v in spec.items() if k != "contextPolicy"}
+        if spec.get("contextPolicy") is not None:
+            body["contextPolicyId"] = spec["contextPolicy"]
+        return {"name": name, **body, "labels": labels}
+
+    def spec_from_wire(self, body: dict[str, Any]) -> dict[str, Any]:
+        fields = ("version", "modelId", "maxTokens", "template", "variables", "contextRules",
+                  "functions", "variants")
+        spec = {k: body[k] for k in fields if k in body}
+        if body.get("contextPolicyId") is not None:
+            spec["contextPolicy"] = body["contextPolicyId"]
+        return spec
+
+    def name_from_wire(self, body: dict[str, Any]) -> str:
+        return str(body["name"])
+
+
+class ContextPolicyAdapter(KindAdapter):
+    kind = Kind.CONTEXT_POLICY
+    collection_path = "/api/v2/ai/llm/context-policies"
+    read_scope = "ai:llm:read"
+    write_scope = "ai:llm:write"
+    id_strategy: ClassVar[IdStrategy] = "put"
+    spec_model = ContextPolicySpec
+
+    def with_server_defaults(self, spec: dict[str, Any]) -> dict[str, Any]:
+        spec = super().with_server_defaults(spec)
+        limits = dict(spec.get("tokenLimits") or {})
+        ratio = limits.pop("softLimitRatio", None)
+        # The wire has no ratio: the client sends the soft limit it implies, so that is what is stored.
+        if ratio is not None and "softLimit" not in limits and "hardLimit" in limits:
+            limits["softLimit"] = math.floor(limits["hardLimit"] * ratio)
+        return {**spec, "tokenLimits": limits} if "tokenLimits" in spec else spec
+
+    def to_wire(self, name: str, spec: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+        spec = self.with_server_defaults(spec)
+        limits = spec.get("tokenLimits", {})
+        retention = spec.get("retention", {})
+        body: dict[str, Any] = {
+            "id": name,
+            "model_id": spec.get("modelId"),
+            "token_limit_matrix": {"hard_limit": limits.get("hardLimit"),
+                                   "soft_limit": limits.get("softLimit")},
+            "memory_retention_directives": {
+                "persist_system_prompts": retention.get("persistSystemPrompts"),
+                "retain_user_pii": retention.get("retainUserPii"),
+                "auto_compact_threshold": retention.get("autoCompactThreshold"),
+                "eviction_policy": retention.get("evictionPolicy"),
+            },
+            "pii_masking": spec.get("piiMasking", []),
+            "metadata_fields": spec.get("metadataFields", []),
+            "attribute_mappings": [
+                {"source": m.get("source"), "attribute": m.get("attribute"), "data_type": m.get("dataType")}
+                for m in spec.get("attributeMappings", [])
+            ],
+            "flow_id": spec.get("flowId"),
+            "format": spec.get("format"),
+            "labels": labels,
+        }
+        return _drop_none(body)  # type: ignore[no-any-return]
+
+    def spec_from_wire(self, body: dict[str, Any]) -> dict[str, Any]:
+        limits = body.get("token_limit_matrix") or {}
+        retention = body.get("memory_retention_directives") or {}
+        spec: dict[str, Any] = {
+            "modelId": body.get("model_id"),
+            "tokenLimits": {"hardLimit": limits.get("hard_limit"), "softLimit": limits.get("soft_limit")},
+            "retention": {
+                "persistSystemPrompts": retention.get("persist_system_prompts"),
+                "retainUserPii": retention.get("retain_user_pii"),
+                "autoCompactThreshold": retention.get("auto_compact_threshold"),
+                "evictionPolicy": retention.get("eviction_policy"),
+            },
+            "piiMasking": body.get("pii_masking"),
+            "metadataFields": body.get("metadata_fields"),
+            "attributeMappings": [
+                {"source": m.get("source"), "attribute": m.get("attribute"), "dataType": m.get("data_type")}
+                for m in body.get("attribute_mappings") or []
+            ],
+            "flowId": body.get("flow_id"),
+            "format": body.get("format"),
+        }
+        return _drop_none(spec)  # type: ignore[no-any-return]
+
+    def name_from_wire(self, body: dict[str, Any]) -> str:
+        return str(body["id"])
+
+
+ADAPTERS: dict[Kind, KindAdapter] = {
+    Kind.FUNCTION_DEFINITION: FunctionDefinitionAdapter(),
+    Kind.CONTEXT_POLICY: ContextPolicyAdapter(),
+    Kind.PROMPT: PromptAdapter(),
+}
+
+
+def adapter_for(kind: Kind) -> KindAdapter:
+    return ADAPTERS[kind]

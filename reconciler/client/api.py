@@ -1,0 +1,152 @@
+"""The LLM Gateway API in the reconciler's terms: live state in, writes out.
+
+``GatewayClient`` turns listings into ``LiveResource`` values (through each kind's adapter),
+fetches the read-only context the planner checks against (model capacities, flow inputs), and
+offers the conditional writes apply needs (If-Match, If-None-Match). It never decides whether to
+write: that is the plan's job, and how to react to a failed write is apply's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from reconciler.client.adapters import adapter_for
+from reconciler.client.http import HttpSession
+from reconciler.errors import NotFoundError
+from reconciler.models import Kind, LiveResource
+
+PAGE_SIZE = 100  # the service's maximum: fewest round trips for a full listing
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What the service stored after a write: its id, new etag and body (wire casing)."""
+
+    live_id: str
+    etag: str
+    body: dict[str, Any]
+
+
+def _etag_of(response: httpx.Response, body: dict[str, Any]) -> str:
+    return str(body.get("etag") or response.headers.get("ETag", ""))
+
+
+class GatewayClient:
+    """One org's LLM Gateway configuration, reached through a shared ``HttpSession``."""
+
+    def __init__(self, session: HttpSession, parallelism: int = 10) -> None:
+        self.session = session
+        self._gate = asyncio.Semaphore(max(1, parallelism))
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        async with self._gate:
+            return await self.session.request(method, path, **kwargs)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def list_raw(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Every entity of a page-number listing: page 1 first, then the rest concurrently."""
+        query = {**(params or {}), "pageSize": PAGE_SIZE, "pageNumber": 1}
+        first = (await self._call("GET", path, params=query)).json()
+        entities: list[dict[str, Any]] = list(first.get("entities", []))
+        page_count = int(first.get("pageCount") or 0)
+        if not page_count and first.get("total"):
+            page_count = math.ceil(int(first["total"]) / PAGE_SIZE)
+        rest = await asyncio.gather(*(
+            self._call("GET", path, params={**query, "pageNumber": n}) for n in range(2, page_count + 1)
+        ))
+        for response in rest:
+            entities.extend(response.json().get("entities", []))
+        return entities
+
+    async def list_kind(self, kind: Kind) -> list[LiveResource]:
+        adapter = adapter_for(kind)
+        return [adapter.from_wire(body) for body in await self.list_raw(adapter.collection_path)]
+
+    async def live_state(self, kinds: Sequence[Kind] = tuple(Kind)) -> list[LiveResource]:
+        """All live resources of the given kinds, every kind listed concurrently."""
+        per_kind = await asyncio.gather(*(self.list_kind(kind) for kind in kinds))
+        return [resource for resources in per_kind for resource in resources]
+
+    async def get(self, kind: Kind, live_id: str) -> tuple[LiveResource, dict[str, Any]] | None:
+        """One resource by its live id, or None when it does not exist."""
+        adapter = adapter_for(kind)
+        try:
+            response = await self._call("GET", adapter.item_path(live_id))
+        except NotFoundError:
+            return None
+        body = response.json()
+        body.setdefault("etag", response.headers.get("ETag", ""))
+        return adapter.from_wire(body), body
+
+    async def find_prompt(self, name: str) -> tuple[LiveResource, dict[str, Any]] | None:
+        """The prompt with this exact name (names are unique), or None."""
+        adapter = adapter_for(Kind.PROMPT)
+        for body in await self.list_raw(adapter.collection_path, {"name": name}):
+            if body.get("name") == name:
+                return adapter.from_wire(body), body
+        return None
+
+    async def find(self, kind: Kind, name: str) -> tuple[LiveResource, dict[str, Any]] | None:
+        """A resource by its identity (metadata.name), whatever the kind's id strategy."""
+        if adapter_for(kind).id_strategy == "post":
+            return await self.find_prompt(name)
+        return await self.get(kind, name)
+
+    async def prompt_versions(self, live_id: str) -> list[dict[str, Any]]:
+        return await self.list_raw(adapter_for(Kind.PROMPT).item_path(live_id) + "/versions")
+
+    async def model_limits(self, model_ids: Sequence[str]) -> dict[str, int]:
+        """max_tokens of every known model (one listing; capacity calls only if it lacks them)."""
+        models = await self.list_raw("/api/v2/ai/llm/models")
+        limits: dict[str, int] = {}
+        for model in models:
+            model_id = str(model.get("model_id") or model.get("id") or "")
+            if "max_tokens" in model:
+                limits[model_id] = int(model["max_tokens"])
+            elif model_id in model_ids:
+                capacity = (await self._call("GET", f"/api/v2/ai/llm/models/{model_id}/capacity")).json()
+                limits[model_id] = int(capacity["max_tokens"])
+        return limits
+
+    async def flow_inputs(self, flow_id: str) -> dict[str, str] | None:
+        """A flow's input names and data types, or None when the flow does not exist."""
+        try:
+            flow = (await self._call("GET", f"/api/v2/flows/{flow_id}")).json()
+        except NotFoundError:
+            return None
+        return {str(d["name"]): str(d.get("dataType", "string")) for d in flow.get("inputDefinitions", [])}
+
+    async def conversation(self, conversation_id: str) -> dict[str, Any]:
+        response = await self._call("GET", f"/api/v2/conversations/{conversation_id}")
+        body: dict[str, Any] = response.json()
+        return body
+
+    # --- writing -----------------------------------------------------------------------------
+
+    async def put(self, kind: Kind, live_id: str, body: dict[str, Any], *,
+                  if_match: str | None = None, create_only: bool = False) -> WriteResult:
+        """Upsert by client id. ``if_match`` guards an update; ``create_only`` a create."""
+        headers = {"If-Match": if_match} if if_match else {}
+        if create_only:
+            headers["If-None-Match"] = "*"
+        response = await self._call("PUT", adapter_for(kind).item_path(live_id), json=body, headers=headers)
+        stored = response.json()
+        return WriteResult(str(stored.get("id", live_id)), _etag_of(response, stored), stored)
+
+    async def create_prompt(self, body: dict[str, Any]) -> WriteResult:
+        """POST a new prompt. Never retried here on 5xx or a lost response: see apply."""
+        response = await self._call("POST", adapter_for(Kind.PROMPT).collection_path, json=body,
+                                    idempotent=False)
+        stored = response.json()
+        return WriteResult(str(stored["id"]), _etag_of(response, stored), stored)
+
+    async def delete(self, kind: Kind, live_id: str, *, if_match: str | None) -> None:
+        headers = {"If-Match": if_match} if if_match else {}
+        await self._call("DELETE", adapter_for(kind).item_path(live_id), headers=headers)

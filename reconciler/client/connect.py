@@ -1,0 +1,120 @@
+"""Which org a command talks to, and the client that reaches it.
+
+Resolution order, the same for every command (kubectl's habit: explicit beats ambient):
+1. ``--env NAME`` or ``RECONCILER_ENV`` picks an environment of reconciler.yaml;
+2. otherwise ``GENESYS_BASE_URL`` or ``GENESYS_REGION`` with ``GENESYS_CLIENT_ID``/``_SECRET``;
+3. otherwise the embedded emulator, in-process, with its state in ``.reconciler/`` so that
+   ``apply`` then ``plan`` shows no changes.
+Secrets are read from the environment variables the project names, never from files.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+
+from reconciler.client.api import GatewayClient
+from reconciler.client.http import Credentials, HttpSession, RateLimiter
+from reconciler.errors import ConfigError
+from reconciler.models import ProjectConfig
+
+REGIONS: dict[str, str] = {
+    "us-east-1": "mypurecloud.com", "eu-west-1": "mypurecloud.ie", "ap-southeast-2": "mypurecloud.com.au",
+    "ap-northeast-1": "mypurecloud.jp", "eu-central-1": "mypurecloud.de", "us-west-2": "usw2.pure.cloud",
+    "ca-central-1": "cac1.pure.cloud", "ap-northeast-2": "apne2.pure.cloud", "eu-west-2": "euw2.pure.cloud",
+    "ap-south-1": "aps1.pure.cloud", "sa-east-1": "sae1.pure.cloud", "me-central-1": "mec1.pure.cloud",
+    "ap-northeast-3": "apne3.pure.cloud", "eu-central-2": "euc2.pure.cloud", "mx-central-1": "mxc1.pure.cloud",
+    "ap-southeast-1": "apse1.pure.cloud", "us-east-2": "use2.us-gov-pure.cloud",
+}
+
+EMBEDDED_CLIENT = Credentials("emulator-client", "emulator-secret")
+EMBEDDED_STATE = Path(".reconciler")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where and as whom to connect. ``embedded_db`` set means the in-process emulator."""
+
+    environment: str
+    base_url: str
+    login_url: str
+    credentials: Credentials
+    variables: Mapping[str, str]
+    embedded_db: Path | None = None
+
+    @property
+    def description(self) -> str:
+        if self.embedded_db is not None:
+            return f"embedded emulator (state in {self.embedded_db.parent}/)"
+        return f"{self.environment or 'environment variables'} at {self.base_url}"
+
+
+def _urls(region: str | None, base_url: str | None) -> tuple[str, str]:
+    if base_url:
+        return base_url.rstrip("/"), base_url.rstrip("/")
+    if region not in REGIONS:
+        raise ConfigError(f"unknown region {region!r}; known regions: {', '.join(sorted(REGIONS))}")
+    domain = REGIONS[region]
+    return f"https://api.{domain}", f"https://login.{domain}"
+
+
+def _credentials(id_env: str, secret_env: str, environ: Mapping[str, str], where: str) -> Credentials:
+    missing = [name for name in (id_env, secret_env) if not environ.get(name)]
+    if missing:
+        raise ConfigError(f"{where}: set the environment variable(s) {', '.join(missing)}")
+    return Credentials(environ[id_env], environ[secret_env])
+
+
+def embedded(state_dir: Path = EMBEDDED_STATE, environment: str = "") -> Connection:
+    return Connection(environment, "http://embedded.emulator", "http://embedded.emulator",
+                      EMBEDDED_CLIENT, {}, state_dir / "emulator.db")
+
+
+def resolve(project: ProjectConfig, env_name: str | None, environ: Mapping[str, str]) -> Connection:
+    """The connection for this run; ConfigError names what is missing."""
+    name = env_name or environ.get("RECONCILER_ENV") or ""
+    if name:
+        env = project.environments.get(name)
+        if env is None:
+            known = ", ".join(sorted(project.environments)) or "none"
+            raise ConfigError(f"unknown environment {name!r} (reconciler.yaml defines: {known})")
+        if env.embedded:
+            return replace(embedded(), environment=name, variables=env.variables)
+        base_url, login_url = _urls(env.region, env.base_url)
+        creds = _credentials(env.credentials.client_id_env, env.credentials.client_secret_env, environ,
+                             f"environment {name!r}")
+        return Connection(name, base_url, login_url, creds, env.variables)
+    if environ.get("GENESYS_BASE_URL") or environ.get("GENESYS_REGION"):
+        base_url, login_url = _urls(environ.get("GENESYS_REGION"), environ.get("GENESYS_BASE_URL"))
+        creds = _credentials("GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET", environ, "GENESYS_BASE_URL is set")
+        return Connection("", base_url, login_url, creds, {})
+    return embedded()
+
+
+def _embedded_transport(db: Path) -> httpx.AsyncBaseTransport:
+    # Imported here: only the embedded mode needs the emulator, and the client must not depend on it.
+    from reconciler.emulator.app import create_app
+    from reconciler.emulator.config import EmulatorConfig
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return httpx.ASGITransport(app=create_app(EmulatorConfig(db=str(db))))
+
+
+@asynccontextmanager
+async def open_client(connection: Connection, *, parallelism: int = 10,
+                      transport: httpx.AsyncBaseTransport | None = None,
+                      seed: int | None = None) -> AsyncIterator[GatewayClient]:
+    """A client for the connection, closed on exit. ``transport`` is the seam tests use."""
+    if transport is None and connection.embedded_db is not None:
+        transport = _embedded_transport(connection.embedded_db)
+    limits = httpx.Limits(max_connections=max(parallelism, 4), max_keepalive_connections=max(parallelism, 4))
+    async with httpx.AsyncClient(base_url=connection.base_url, transport=transport, limits=limits,
+                                 timeout=httpx.Timeout(30.0, connect=10.0)) as http:
+        session = HttpSession(http, connection.credentials, login_url=connection.login_url,
+                              limiter=RateLimiter(), rng=random.Random(seed))
+        yield GatewayClient(session, parallelism=parallelism)

@@ -1,0 +1,305 @@
+"""The HTTP layer every request of a run goes through: auth, one rate limiter, retries, errors.
+
+What lives here is kind-agnostic: OAuth client credentials with a cached token (refreshed before
+expiry and once on a 401), ONE token bucket shared by all requests of a run that also obeys the
+service's ``inin-ratelimit-*`` headers and ``Retry-After``, capped exponential backoff with full
+jitter, and the mapping of error responses to the typed exceptions in ``reconciler.errors``.
+
+What must not live here: anything about a particular kind (that is ``adapters``) or about what a
+write means (that is ``apply``). Non-idempotent requests (POST) are never retried after the
+request may have reached the service; the caller decides, because only it can look up whether a
+lost create landed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from reconciler.errors import (
+    ApiError,
+    ApiErrorInfo,
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    PreconditionRequiredError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+)
+
+DEFAULT_RATE_PER_MINUTE = 300
+# Run a little below the advertised rate: the service counts in windows we cannot see exactly,
+# and a 429 costs a full Retry-After pause, far more than the 3% we give up.
+RATE_SAFETY = 0.97
+# Refresh a token this long before the service says it expires.
+TOKEN_REFRESH_MARGIN_S = 60.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with full jitter (AWS architecture blog's "Full Jitter")."""
+
+    attempts: int = 6
+    base_s: float = 0.2
+    cap_s: float = 10.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0, min(self.cap_s, self.base_s * (2**attempt)))
+
+
+class RateLimiter:
+    """A token bucket shared by every request of a run.
+
+    It starts at the configured rate, re-learns the rate from ``inin-ratelimit-allowed``, stops
+    everyone when the service says the window is used up (``inin-ratelimit-count`` reaching
+    ``allowed``), and pauses everyone for a 429's ``Retry-After``.
+    """
+
+    def __init__(self, per_minute: float = DEFAULT_RATE_PER_MINUTE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._set_rate(per_minute)
+        self._tokens = 1.0
+        self._updated = clock()
+        self._blocked_until = 0.0
+
+    def _set_rate(self, per_minute: float) -> None:
+        self.per_minute = per_minute
+        self._rate = max(per_minute * RATE_SAFETY / 60.0, 1e-6)
+        # About one second of burst: enough to overlap round trips, too little to overrun a window.
+        self._capacity = max(1.0, self._rate)
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                if now < self._blocked_until:
+                    await asyncio.sleep(self._blocked_until - now)
+                    continue
+                self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+                self._updated = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return
+                await asyncio.sleep((1.0 - self._tokens) / self._rate)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Learn from a response's rate-limit headers."""
+        allowed = _number(headers.get("inin-ratelimit-allowed"))
+        count = _number(headers.get("inin-ratelimit-count"))
+        reset = _number(headers.get("inin-ratelimit-reset"))
+        if allowed and allowed != self.per_minute:
+            self._set_rate(allowed)
+        if allowed and count is not None and reset is not None and count >= allowed:
+            self.pause(reset)
+
+    def pause(self, seconds: float) -> None:
+        self._blocked_until = max(self._blocked_until, self._clock() + max(0.0, seconds))
+        self._tokens = 0.0
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """OAuth client credentials. ``repr`` never shows the secret."""
+
+    client_id: str
+    client_secret: str
+
+    def __repr__(self) -> str:
+        return f"Credentials(client_id={self.client_id!r}, client_secret=***)"
+
+
+class TokenSource:
+    """Client-credentials tokens, cached and refreshed shortly before they expire."""
+
+    def __init__(self, http: httpx.AsyncClient, login_url: str, credentials: Credentials,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._http = http
+        self._url = login_url.rstrip("/") + "/oauth/token"
+        self._credentials = credentials
+        self._clock = clock
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+        self.requests = 0
+
+    async def token(self) -> str:
+        async with self._lock:
+            if self._token is None or self._clock() >= self._expires_at - TOKEN_REFRESH_MARGIN_S:
+                await self._fetch()
+            assert self._token is not None
+            return self._token
+
+    def invalidate(self, token: str) -> None:
+        """Forget ``token`` after a 401, unless another request already replaced it."""
+        if self._token == token:
+            self._token = None
+
+    async def _fetch(self) -> None:
+        pair = f"{self._credentials.client_id}:{self._credentials.client_secret}".encode()
+        headers = {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+        self.requests += 1
+        try:
+            response = await self._http.post(self._url, data={"grant_type": "client_credentials"},
+                                             headers=headers)
+        except httpx.HTTPError as exc:
+            raise TransportError(ApiErrorInfo(0, "transport", _describe(exc), method="POST",
+                                              url=self._url)) from None
+        if response.status_code != 200:
+            body = _json_or_empty(response)
+            info = ApiErrorInfo(response.status_code, str(body.get("error") or body.get("code") or ""),
+                                str(body.get("description") or body.get("message") or response.reason_phrase),
+                                method="POST", url=self._url)
+            if response.status_code >= 500:
+                raise ServerError(info)
+            raise AuthError(info)
+        body = response.json()
+        self._token = str(body["access_token"])
+        lifetime = float(body.get("expires_in", 86400))
+        # A very short lifetime would otherwise make every request fetch a new token.
+        self._expires_at = self._clock() + lifetime if lifetime > 2 * TOKEN_REFRESH_MARGIN_S \
+            else self._clock() + lifetime / 2 + TOKEN_REFRESH_MARGIN_S
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def error_for(response: httpx.Response) -> ApiError:
+    """The typed exception for an error response, carrying the Genesys error body's facts."""
+    body = _json_or_empty(response)
+    request = response.request
+    info = ApiErrorInfo(
+        status=response.status_code,
+        code=str(body.get("code", "")),
+        message=str(body.get("message", response.reason_phrase)),
+        context_id=str(body.get("contextId") or response.headers.get("ININ-Correlation-Id", "")),
+        method=request.method,
+        url=request.url.path,
+        details=[d for d in body.get("details", []) if isinstance(d, dict)],
+    )
+    status = response.status_code
+    if status in (401, 403):
+        return AuthError(info)
+    if status == 404:
+        return NotFoundError(info)
+    if status in (409, 412):
+        return ConflictError(info)
+    if status == 428:
+        return PreconditionRequiredError(info)
+    if status == 429:
+        return RateLimitedError(info, _number(response.headers.get("Retry-After")) or 1.0)
+    if status >= 500:
+        return ServerError(info)
+    return ApiError(info)
+
+
+@dataclass
+class RequestStats:
+    """Counts a run keeps about its own traffic (shown in the summary and used by benchmarks)."""
+
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+
+
+class HttpSession:
+    """Authenticated, rate-limited, retrying requests against one org's API."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        credentials: Credentials,
+        *,
+        login_url: str | None = None,
+        limiter: RateLimiter | None = None,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.http = http
+        self.tokens = TokenSource(http, login_url or str(http.base_url), credentials)
+        self.limiter = limiter or RateLimiter()
+        self.retry = retry or RetryPolicy()
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self.stats = RequestStats()
+
+    async def backoff(self, attempt: int) -> None:
+        """Wait the policy's jittered delay before attempt number ``attempt`` (1-based)."""
+        await self._sleep(self.retry.delay(attempt, self._rng))
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+    ) -> httpx.Response:
+        """Send one logical request; returns a 2xx/304 response or raises a typed ApiError.
+
+        429 is always retried (the service did not process the request). 5xx and transport
+        errors are retried only when ``idempotent``: for a POST the caller must first find out
+        whether the first attempt landed.
+        """
+        attempt = 0
+        refreshed = False
+        while True:
+            await self.limiter.acquire()
+            token = await self.tokens.token()
+            all_headers = {"Authorization": f"Bearer {token}", **(headers or {})}
+            self.stats.requests += 1
+            try:
+                response = await self.http.request(method, path, json=json, params=params,
+                                                   headers=all_headers)
+            except httpx.HTTPError as exc:
+                error: ApiError = TransportError(ApiErrorInfo(0, "transport", _describe(exc),
+                                                              method=method, url=path))
+            else:
+                self.limiter.observe(response.headers)
+                if response.status_code < 400:
+                    return response
+                error = error_for(response)
+                if response.status_code == 401 and not refreshed:
+                    # Tokens can be revoked or expire early; one fresh token, then give up.
+                    refreshed = True
+                    self.tokens.invalidate(token)
+                    continue
+            if isinstance(error, RateLimitedError):
+                self.stats.throttled += 1
+                self.limiter.pause(error.retry_after)
+            elif not (idempotent and isinstance(error, ServerError | TransportError)):
+                raise error
+            attempt += 1
+            if attempt >= self.retry.attempts:
+                raise error
+            self.stats.retries += 1
+            if not isinstance(error, RateLimitedError):
+                await self.backoff(attempt)

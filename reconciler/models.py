@@ -1,0 +1,278 @@
+"""The shapes of desired state: the three manifest kinds, their identity, and reconciler.yaml.
+
+Models here are frozen values with ``extra="forbid"`` so a typo in a manifest is an error, never
+silently ignored. Field names are snake_case in Python and camelCase in YAML (the alias).
+This module knows nothing about the wire: mapping spec <-> each endpoint's casing lives in the
+client's adapters (``reconciler.client.adapters``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "reconciler.genesys.cloud/v1"
+
+# Label set on every resource we create or update, naming the project that manages it.
+# Prune only ever deletes live resources carrying this label with our project's value.
+MANAGED_BY_LABEL = "reconciler.genesys.cloud/managed-by"
+
+# Annotation (local only, never sent) that keeps a resource out of adoption: the planner does not
+# add the managed-by label to it. `export` writes it on unlabelled resources unless `--adopt`.
+NO_ADOPT_ANNOTATION = "reconciler.genesys.cloud/adopt"
+
+
+class Kind(StrEnum):
+    """The manifest kinds, in the users' words (the YAML ``kind:`` value)."""
+
+    FUNCTION_DEFINITION = "FunctionDefinition"
+    CONTEXT_POLICY = "ContextPolicy"
+    PROMPT = "Prompt"
+
+
+class ResourceKey(NamedTuple):
+    """The identity of a resource across git and the live org: kind plus metadata.name.
+
+    For functions and context policies the name is the live id; for prompts it is the unique
+    prompt name (the live id is server-assigned and never part of desired state).
+    """
+
+    kind: Kind
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}/{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> ResourceKey:
+        """Parse ``Kind/name`` (as given to --target/--exclude); raises ValueError."""
+        kind, sep, name = text.partition("/")
+        if not sep or not name:
+            raise ValueError(f"expected KIND/NAME, got {text!r}")
+        try:
+            return cls(Kind(kind), name)
+        except ValueError:
+            kinds = ", ".join(k.value for k in Kind)
+            raise ValueError(f"unknown kind {kind!r} in {text!r} (expected one of {kinds})") from None
+
+
+class Model(BaseModel):
+    """Base for every manifest model: frozen, strict about unknown fields, camelCase in YAML."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        strict=False,
+    )
+
+
+# --- FunctionDefinition -------------------------------------------------------------------
+
+
+class FunctionDefinitionSpec(Model):
+    """A function the model may call. ``parameters`` is a JSON Schema object (checked by rules)."""
+
+    name: str = Field(description="The function name the model calls.")
+    description: str = Field(description="What the function does; the model reads this.")
+    timeout_millis: int = Field(description="Call timeout in milliseconds, 1..60000.")
+    parameters: dict[str, Any] = Field(description="JSON Schema (Draft 7) of type object.")
+
+
+# --- Prompt ---------------------------------------------------------------------------------
+
+
+class PromptVariable(Model):
+    name: str
+    type: Literal["string", "number", "boolean", "array"] = "string"
+    required: bool = False
+    default_value: Any = None
+
+
+class ContextRule(Model):
+    source: Literal["conversation_history", "external_api", "knowledge_base"]
+    max_tokens: int = Field(ge=0)
+    injection_point: Literal["system", "user", "assistant"] = "system"
+
+
+class PromptVariant(Model):
+    name: str
+    template: str
+    weight: int = Field(ge=0, le=100)
+
+
+class PromptSpec(Model):
+    """A prompt template with its variables, context budget, tools and A/B variants."""
+
+    version: str = Field(description="Semantic version chosen by the author, e.g. 1.2.0.")
+    model_id: str
+    max_tokens: int = Field(gt=0)
+    template: str
+    variables: list[PromptVariable] = Field(default_factory=list)
+    context_rules: list[ContextRule] = Field(default_factory=list)
+    functions: list[str] = Field(default_factory=list, description="Names of FunctionDefinitions.")
+    context_policy: str | None = Field(default=None, description="Name of a ContextPolicy.")
+    variants: list[PromptVariant] = Field(default_factory=list)
+
+
+# --- ContextPolicy --------------------------------------------------------------------------
+
+
+class TokenLimits(Model):
+    hard_limit: int = Field(gt=0)
+    soft_limit: int | None = Field(default=None, gt=0)
+    soft_limit_ratio: float | None = Field(default=None, gt=0, lt=1)
+
+
+class Retention(Model):
+    persist_system_prompts: bool = True
+    retain_user_pii: bool = False
+    auto_compact_threshold: float | None = None
+    eviction_policy: Literal["lru", "fifo", "summarize"] = "lru"
+
+
+class PiiRule(Model):
+    name: str
+    pattern: str
+    replacement: str = "[REDACTED]"
+
+
+class AttributeMapping(Model):
+    source: str
+    attribute: str
+    data_type: Literal["string", "number", "boolean", "date"]
+
+
+class ContextPolicySpec(Model):
+    """How a conversation's context is budgeted, retained, masked and enriched."""
+
+    model_id: str
+    token_limits: TokenLimits
+    retention: Retention = Field(default_factory=Retention)
+    pii_masking: list[PiiRule] = Field(default_factory=list)
+    metadata_fields: list[str] = Field(default_factory=list)
+    attribute_mappings: list[AttributeMapping] = Field(default_factory=list)
+    flow_id: str | None = None
+    format: Literal["json", "text"] = "json"
+
+
+# --- The documents --------------------------------------------------------------------------
+
+
+class Metadata(Model):
+    name: str = Field(min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict, description="Local only; never sent.")
+
+
+class FunctionDefinition(Model):
+    api_version: Literal["reconciler.genesys.cloud/v1"]
+    kind: Literal["FunctionDefinition"]
+    metadata: Metadata
+    spec: FunctionDefinitionSpec
+
+
+class Prompt(Model):
+    api_version: Literal["reconciler.genesys.cloud/v1"]
+    kind: Literal["Prompt"]
+    metadata: Metadata
+    spec: PromptSpec
+
+
+class ContextPolicy(Model):
+    api_version: Literal["reconciler.genesys.cloud/v1"]
+    kind: Literal["ContextPolicy"]
+    metadata: Metadata
+    spec: ContextPolicySpec
+
+
+Manifest = Annotated[FunctionDefinition | Prompt | ContextPolicy, Field(discriminator="kind")]
+MANIFEST_MODELS: dict[Kind, type[FunctionDefinition | Prompt | ContextPolicy]] = {
+    Kind.FUNCTION_DEFINITION: FunctionDefinition,
+    Kind.PROMPT: Prompt,
+    Kind.CONTEXT_POLICY: ContextPolicy,
+}
+
+
+def key_of(manifest: FunctionDefinition | Prompt | ContextPolicy) -> ResourceKey:
+    return ResourceKey(Kind(manifest.kind), manifest.metadata.name)
+
+
+def spec_dict(manifest: FunctionDefinition | Prompt | ContextPolicy) -> dict[str, Any]:
+    """The spec as plain data in manifest casing (camelCase), unset optionals left out."""
+    return manifest.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --- reconciler.yaml ------------------------------------------------------------------------
+
+
+class Credentials(Model):
+    """Names of the environment variables holding the OAuth client credentials (never values)."""
+
+    client_id_env: str = "GENESYS_CLIENT_ID"
+    client_secret_env: str = "GENESYS_CLIENT_SECRET"
+
+
+class Environment(Model):
+    """One org to reconcile against. Exactly one of region, base_url, embedded."""
+
+    region: str | None = None
+    base_url: str | None = None
+    embedded: bool = Field(default=False, description="Use the in-process emulator in .reconciler/.")
+    credentials: Credentials = Field(default_factory=Credentials)
+    manifests: list[str] | None = Field(default=None, description="Overrides the project's paths.")
+    variables: dict[str, str] = Field(default_factory=dict, description="Substituted as ${var}.")
+
+
+class IgnoreDifferences(Model):
+    """Fields to leave out of the diff, as JSON pointers into the spec (e.g. /template)."""
+
+    kind: Kind
+    name: str | None = Field(default=None, description="Only this resource; all of the kind if unset.")
+    json_pointers: list[str]
+
+
+class SensitiveFields(Model):
+    """Fields shown only as ``(sensitive, sha256:...)`` in every output."""
+
+    kind: Kind
+    json_pointers: list[str]
+
+
+class Webhook(Model):
+    url: str
+    secret_env: str | None = Field(default=None, description="Env var holding the HMAC secret.")
+    timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+
+
+class ProjectConfig(Model):
+    """The project file, reconciler.yaml."""
+
+    project: str = Field(default="default", description="Value of the managed-by label.")
+    manifests: list[str] = Field(default_factory=lambda: ["manifests"])
+    environments: dict[str, Environment] = Field(default_factory=dict)
+    ignore_differences: list[IgnoreDifferences] = Field(default_factory=list)
+    sensitive: list[SensitiveFields] = Field(default_factory=list)
+    webhooks: list[Webhook] = Field(default_factory=list)
+    journal: str = ".reconciler/journal.jsonl"
+
+
+# --- Live state -----------------------------------------------------------------------------
+
+
+class LiveResource(NamedTuple):
+    """A resource as the live org holds it, mapped to manifest casing by its kind's adapter.
+
+    ``spec`` has server-managed fields dropped; ``id`` is the server's id (equal to the name for
+    client-assigned kinds); ``etag`` is what the listing showed, sent back as If-Match on writes.
+    """
+
+    key: ResourceKey
+    id: str
+    etag: str
+    spec: dict[str, Any]
+    labels: dict[str, str]
