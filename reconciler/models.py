@@ -276,3 +276,5 @@ class LiveResource(NamedTuple):
     etag: str
     spec: dict[str, Any]
     labels: dict[str, str]
+    modified_by: str | None = None  # who last wrote it, when the service says (drift reports it)
+    date_modified: str | None = None

@@ -92,6 +92,8 @@ class KindAdapter(ABC):
             etag=str(body.get("etag", "")),
             spec=_canonical_spec(self.spec_model, self.spec_from_wire(body)),
             labels=dict(body.get("labels") or {}),
+            modified_by=body.get("modifiedBy"),
+            date_modified=body.get("dateModified"),
         )
 
 

@@ -1,0 +1,42 @@
+"""`reconciler drift`: detect-only comparison of the live org with git. Never writes."""
+
+from __future__ import annotations
+
+import click
+
+from reconciler import drift as drift_report
+from reconciler.cli import main
+from reconciler.cli.options import env_option, format_option, note, parallelism_option, run
+from reconciler.client.connect import open_client
+from reconciler.plan import make_plan
+from reconciler.workspace import open_workspace, plan_options
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@env_option
+@format_option("text", "json", "markdown")
+@parallelism_option
+def drift(paths: tuple[str, ...], env_name: str | None, output_format: str, parallelism: int) -> None:
+    """Report what differs live from git: changed outside git, missing live, unmanaged extra.
+
+    Exit codes: 0 no drift, 2 drift, 1 error.
+    """
+    ws = open_workspace(env_name, paths)
+    note(f"Checking drift against {ws.connection.description}.")
+    options = plan_options(ws, prune=True)
+
+    async def fetch() -> drift_report.DriftReport:
+        async with open_client(ws.connection, parallelism=parallelism) as client:
+            live = await client.live_state()
+        desired = [m.manifest for m in ws.manifests.manifests]
+        the_plan = make_plan(desired, live, options, ws.manifests.digest)
+        return drift_report.classify(the_plan, live)
+
+    report = run(fetch())
+    renderer = {"json": drift_report.render_json, "markdown": drift_report.render_markdown}.get(
+        output_format, drift_report.render_text)
+    click.echo(ws.redactor.text(renderer(report)), nl=False)
+    if report:
+        raise SystemExit(2)
+

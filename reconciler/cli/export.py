@@ -1,0 +1,49 @@
+"""`reconciler export`: manifests from a live org, one file per resource (adoption)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from reconciler.cli import main
+from reconciler.cli.options import env_option, note, parallelism_option, run
+from reconciler.client.connect import open_client, resolve
+from reconciler.export import export_files
+from reconciler.loader import load_project
+from reconciler.models import Kind, LiveResource
+
+
+@main.command()
+@env_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("exported"),
+              show_default=True, help="Folder to write manifests into.")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice([k.value for k in Kind]),
+              help="Only these kinds (repeatable; default all).")
+@click.option("--adopt", is_flag=True,
+              help="Manage unlabelled resources: the next apply labels them as this project's.")
+@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+@parallelism_option
+def export(env_name: str | None, out_dir: Path, kinds: tuple[str, ...], adopt: bool, force: bool,
+           parallelism: int) -> None:
+    """Write manifests from the live org; planning them against the same org shows no changes."""
+    project, _ = load_project()
+    connection = resolve(project, env_name, os.environ)
+    note(f"Exporting from {connection.description}.")
+    chosen = tuple(Kind(k) for k in kinds) or tuple(Kind)
+
+    async def fetch() -> list[LiveResource]:
+        async with open_client(connection, parallelism=parallelism) as client:
+            return await client.live_state(chosen)
+
+    files = export_files(run(fetch()), project.project, adopt=adopt, kinds=chosen)
+    existing = [f.path for f in files if (out_dir / f.path).exists()]
+    if existing and not force:
+        raise click.ClickException(f"{len(existing)} file(s) already exist under {out_dir} "
+                                   f"(e.g. {existing[0]}); pass --force to overwrite")
+    for file in files:
+        target = out_dir / file.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(file.text, encoding="utf-8")
+    click.echo(f"Exported {len(files)} resource(s) to {out_dir}/.")

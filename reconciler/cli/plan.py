@@ -1,0 +1,87 @@
+"""`reconciler plan`: what apply would change, and nothing when nothing would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from reconciler.cli import main
+from reconciler.cli.options import (
+    color_option,
+    env_option,
+    exclude_option,
+    format_option,
+    note,
+    parallelism_option,
+    run,
+    target_option,
+    use_color,
+)
+from reconciler.client.connect import open_client
+from reconciler.plan import Plan, plan_to_json
+from reconciler.render import render_json, render_markdown, render_text
+from reconciler.workspace import Workspace, make_live_plan, open_workspace, plan_options
+
+
+def show_plan(ws: Workspace, plan: Plan, output_format: str, color: bool) -> None:
+    """Print a plan in the chosen format, secrets and sensitive fields redacted."""
+    redact = ws.redactor.resource
+    if output_format == "json":
+        click.echo(ws.redactor.text(render_json(plan, redact=redact)))
+    elif output_format == "markdown":
+        chunks = render_markdown(plan, redact=redact)
+        click.echo(ws.redactor.text("\n\n<!-- reconciler: next comment -->\n\n".join(chunks)))
+    else:
+        click.echo(ws.redactor.text(render_text(plan, color=color, redact=redact)), nl=False)
+
+
+def save_plan(ws: Workspace, plan: Plan, path: Path) -> None:
+    """Write the plan apply will execute. Sensitive fields are stored only as hashes: apply
+    takes their values from the manifests, which the plan's digest pins."""
+    document = plan_to_json(plan)
+    document = json.loads(ws.redactor.text(json.dumps(document)))
+    for change in document.get("changes", []):
+        for side in ("before", "after"):
+            if change.get(side):
+                from reconciler.models import Kind
+
+                change[side]["spec"] = ws.redactor.resource(Kind(change["kind"]), change[side]["spec"])
+    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@env_option
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan (JSON).")
+@format_option("text", "json", "markdown")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes.")
+@target_option
+@exclude_option
+@click.option("--prune", is_flag=True, help="Delete live resources managed by this project but not in git.")
+@parallelism_option
+@color_option
+def plan(paths: tuple[str, ...], env_name: str | None, out: Path | None, output_format: str,
+         detailed_exitcode: bool, targets: tuple[str, ...], excludes: tuple[str, ...], prune: bool,
+         parallelism: int, no_color: bool) -> None:
+    """Show what apply would change in the live org.
+
+    Exit codes: 0 no changes (or changes without --detailed-exitcode), 2 changes with
+    --detailed-exitcode, 1 error.
+    """
+    ws = open_workspace(env_name, paths)
+    note(f"Planning against {ws.connection.description}.")
+    options = plan_options(ws, prune=prune, targets=targets, excludes=excludes)
+
+    async def fetch() -> Plan:
+        async with open_client(ws.connection, parallelism=parallelism) as client:
+            return await make_live_plan(ws, client, options)
+
+    result = run(fetch())
+    show_plan(ws, result, output_format, use_color(no_color))
+    if out is not None:
+        save_plan(ws, result, out)
+        note(f"Saved the plan to {out}. Apply it with: reconciler apply {out}")
+    if detailed_exitcode and result.has_changes:
+        raise SystemExit(2)

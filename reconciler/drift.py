@@ -1,0 +1,95 @@
+"""Drift: how the live org differs from git, classified (pure: no I/O, never writes).
+
+A drift check is a plan with prune on, read differently: what apply would update was changed
+outside git; what it would create is missing live; what it would delete (live, labelled as
+managed by this project, absent from git) is an unmanaged extra. Server defaults and
+ignoreDifferences are already absorbed by the diff, so they never count as drift.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from reconciler.models import LiveResource, ResourceKey
+from reconciler.plan import Action, Plan
+
+
+class DriftClass(StrEnum):
+    CHANGED = "changed outside git"
+    MISSING = "missing live"
+    EXTRA = "unmanaged extra"
+
+
+@dataclass(frozen=True)
+class Drift:
+    key: ResourceKey
+    drift: DriftClass
+    fields: tuple[str, ...] = ()
+    modified_by: str | None = None
+    date_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    environment: str
+    items: tuple[Drift, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+_CLASS_OF = {Action.UPDATE: DriftClass.CHANGED, Action.CREATE: DriftClass.MISSING, Action.DELETE: DriftClass.EXTRA}
+
+
+def classify(plan: Plan, live: Sequence[LiveResource]) -> DriftReport:
+    """Drift items from a prune plan; who/when comes from the live resource when the service says."""
+    by_key: Mapping[ResourceKey, LiveResource] = {r.key: r for r in live}
+    items = []
+    for change in plan.changes:
+        drift_class = _CLASS_OF.get(change.action)
+        if drift_class is None:
+            continue
+        fields = tuple(f.path for f in change.diff.fields) if change.diff else ()
+        found = by_key.get(change.key)
+        items.append(Drift(change.key, drift_class, fields,
+                           found.modified_by if found else None, found.date_modified if found else None))
+    return DriftReport(plan.environment, tuple(items))
+
+
+def _who(item: Drift) -> str:
+    parts = [f"by {item.modified_by}" if item.modified_by else "", f"at {item.date_modified}" if item.date_modified else ""]
+    return " ".join(p for p in parts if p)
+
+
+def render_text(report: DriftReport) -> str:
+    if not report:
+        return f"No drift: the live org matches git{' in ' + report.environment if report.environment else ''}.\n"
+    lines = [f"Drift found: {len(report.items)} resource(s)."]
+    for item in report.items:
+        who = _who(item)
+        lines.append(f"  {item.key}: {item.drift.value}" + (f" ({who})" if who else ""))
+        lines.extend(f"      {path}" for path in item.fields)
+    return "\n".join(lines) + "\n"
+
+
+def render_json(report: DriftReport) -> str:
+    return json.dumps({
+        "format_version": "1.0",
+        "environment": report.environment,
+        "drift": [{"kind": i.key.kind.value, "name": i.key.name, "class": i.drift.value, "fields": list(i.fields),
+                   "modified_by": i.modified_by, "date_modified": i.date_modified} for i in report.items],
+    }, indent=2, sort_keys=True) + "\n"
+
+
+def render_markdown(report: DriftReport) -> str:
+    env = f" in `{report.environment}`" if report.environment else ""
+    if not report:
+        return f"### ✅ No drift{env}\n\nThe live org matches git.\n"
+    rows = ["| Resource | Drift | Fields | Last modified |", "|---|---|---|---|"]
+    for i in report.items:
+        fields = "<br>".join(f"`{p}`" for p in i.fields) or "—"
+        rows.append(f"| `{i.key}` | {i.drift.value} | {fields} | {_who(i) or '—'} |")
+    return f"### ⚠️ Drift{env}: {len(report.items)} resource(s)\n\n" + "\n".join(rows) + "\n"

@@ -1,0 +1,72 @@
+"""Planning the undo of a past run from its journal records (pure: no I/O).
+
+Each change the run applied is reversed, newest first:
+
+    created  -> delete it, If-Match the etag the run left (changed since? a conflict)
+    updated  -> put back the before body, If-Match the etag the run left
+    deleted  -> create it again from the before body
+
+The result is an ordinary ``Plan`` executed by apply with the same locking, so a resource
+someone changed after that run is reported as a conflict and never overwritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from reconciler.journal import JournalRecord, RecordType
+from reconciler.models import Kind, ResourceKey
+from reconciler.plan import Action, Change, Plan
+
+REDACTED_MARK = "(sensitive, sha256:"
+
+
+def _contains_redaction(doc: Any) -> bool:
+    if isinstance(doc, dict):
+        return any(_contains_redaction(v) for v in doc.values())
+    if isinstance(doc, list):
+        return any(_contains_redaction(v) for v in doc)
+    return isinstance(doc, str) and (doc.startswith(REDACTED_MARK) or doc == "***")
+
+
+def rollback_changes(records: Iterable[JournalRecord]) -> tuple[list[Change], list[str]]:
+    """Reverse changes for every applied outcome, and the reasons some could not be reversed."""
+    changes: list[Change] = []
+    refused: list[str] = []
+    seen: set[ResourceKey] = set()
+    applied = [r for r in records if r.type is RecordType.OUTCOME and r.data.get("status") == "applied"]
+    for record in reversed(applied):
+        data = record.data
+        key = ResourceKey(Kind(data["kind"]), data["name"])
+        if key in seen:  # only the run's last word on a resource is undone... once
+            continue
+        seen.add(key)
+        before, after = data.get("before"), data.get("after")
+        reason = f"rollback of run {record.run_id}"
+        action = Action(data["action"])
+        restore = before if action in (Action.UPDATE, Action.ROLLBACK, Action.DELETE) else None
+        if restore is not None and _contains_redaction(restore):
+            refused.append(f"{key}: its earlier body holds redacted fields; restore it from git instead")
+            continue
+        match action:
+            case Action.CREATE:
+                changes.append(Change(Action.DELETE, key, after, None, None, reason,
+                                      data.get("etag_after"), data.get("live_id"), ()))
+            case Action.UPDATE | Action.ROLLBACK:
+                changes.append(Change(Action.ROLLBACK, key, after, before, None, reason,
+                                      data.get("etag_after"), data.get("live_id"), ()))
+            case Action.DELETE:
+                changes.append(Change(Action.CREATE, key, None, before, None, reason, None, None, ()))
+            case _:
+                continue
+    # Undo strictly in reverse order: each step waits for the one before it, so a prompt is
+    # deleted before the function it referenced, exactly mirroring how the run created them.
+    chained = [Change(c.action, c.key, c.before, c.after, c.diff, c.reason, c.etag, c.live_id,
+                      (changes[i - 1].key,) if i else ()) for i, c in enumerate(changes)]
+    return chained, refused
+
+
+def rollback_plan(records: Iterable[JournalRecord], *, environment: str, project: str) -> tuple[Plan, list[str]]:
+    changes, refused = rollback_changes(records)
+    return Plan(environment=environment, project=project, manifests_digest="", changes=tuple(changes)), refused

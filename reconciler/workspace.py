@@ -1,0 +1,99 @@
+"""What a command works on: the project, its chosen org, its manifests, and the live state.
+
+This is the glue between the pure planner and the edges: it reads reconciler.yaml and the
+environment, loads and checks the manifests (all problems at once, before any request), and
+fetches live state and the live-org context concurrently to make a ``Plan``. Commands (plan,
+apply, drift, export, rollback) share it so they all see the org the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.client.api import GatewayClient
+from reconciler.client.connect import Connection, resolve
+from reconciler.errors import LiveCheckError
+from reconciler.loader import ManifestSet, load_project
+from reconciler.models import ContextPolicy, ProjectConfig, Prompt, ResourceKey
+from reconciler.notify import WebhookTarget
+from reconciler.plan import IgnoreRules, Plan, PlanOptions, check_live, make_plan
+from reconciler.redact import Redactor, from_project
+from reconciler.rules import validate_manifests
+
+
+@dataclass(frozen=True)
+class Workspace:
+    project: ProjectConfig
+    project_dir: Path
+    connection: Connection
+    manifests: ManifestSet
+    redactor: Redactor
+    webhooks: tuple[WebhookTarget, ...]
+    journal_path: Path
+
+
+def manifest_paths(project: ProjectConfig, project_dir: Path, connection: Connection,
+                   given: Sequence[str]) -> list[Path]:
+    if given:
+        return [Path(p) for p in given]
+    env = project.environments.get(connection.environment)
+    configured = (env.manifests if env and env.manifests else None) or project.manifests
+    return [project_dir / p for p in configured]
+
+
+def open_workspace(env_name: str | None, paths: Sequence[str] = (), *,
+                   environ: Mapping[str, str] | None = None, project_file: Path | None = None,
+                   journal: str | None = None) -> Workspace:
+    """Load everything a command needs before it touches the network; raises on any problem."""
+    environ = os.environ if environ is None else environ
+    project, found = load_project(project_file)
+    project_dir = found.parent if found else Path(".")
+    connection = resolve(project, env_name, environ)
+    manifests = validate_manifests(manifest_paths(project, project_dir, connection, paths),
+                                   connection.variables)
+    webhooks = tuple(WebhookTarget(w.url, environ.get(w.secret_env) if w.secret_env else None,
+                                   w.timeout_seconds) for w in project.webhooks)
+    secrets = [connection.credentials.client_secret, *(w.secret for w in webhooks if w.secret)]
+    journal_path = Path(journal or environ.get("RECONCILER_JOURNAL") or project_dir / project.journal)
+    return Workspace(project, project_dir, connection, manifests, from_project(project, secrets),
+                     webhooks, journal_path)
+
+
+def ignore_rules(project: ProjectConfig) -> IgnoreRules:
+    return IgnoreRules.from_config(project.ignore_differences)
+
+
+def plan_options(ws: Workspace, *, prune: bool = False, targets: Sequence[str] = (),
+                 excludes: Sequence[str] = ()) -> PlanOptions:
+    return PlanOptions(
+        project=ws.project.project,
+        prune=prune,
+        targets=frozenset(ResourceKey.parse(t) for t in targets),
+        excludes=frozenset(ResourceKey.parse(t) for t in excludes),
+        ignore=ignore_rules(ws.project),
+        environment=ws.connection.environment,
+    )
+
+
+async def live_context(ws: Workspace, client: GatewayClient) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
+    """Model limits and the inputs of every flow the manifests name (for the live checks)."""
+    desired = [m.manifest for m in ws.manifests.manifests]
+    model_ids = sorted({m.spec.model_id for m in desired if isinstance(m, Prompt | ContextPolicy)})
+    flow_ids = sorted({m.spec.flow_id for m in desired if isinstance(m, ContextPolicy) and m.spec.flow_id})
+    limits, *flows = await asyncio.gather(client.model_limits(model_ids),
+                                          *(client.flow_inputs(f) for f in flow_ids))
+    return limits, {f: inputs for f, inputs in zip(flow_ids, flows, strict=True) if inputs is not None}
+
+
+async def make_live_plan(ws: Workspace, client: GatewayClient, options: PlanOptions) -> Plan:
+    """Fetch live state and context concurrently, run the live checks, and plan."""
+    live, (limits, flows) = await asyncio.gather(client.live_state(), live_context(ws, client))
+    desired = [m.manifest for m in ws.manifests.manifests]
+    problems = check_live(desired, limits, flows)
+    if problems:
+        raise LiveCheckError(problems)
+    return make_plan(desired, live, options, ws.manifests.digest)
