@@ -87,10 +87,11 @@ class RateLimiter:
                     continue
                 self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
                 self._updated = now
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
+                # The tolerance and the 1 ms floor keep float rounding from spinning forever.
+                if self._tokens >= 1.0 - 1e-9:
+                    self._tokens = max(0.0, self._tokens - 1.0)
                     return
-                await asyncio.sleep((1.0 - self._tokens) / self._rate)
+                await asyncio.sleep(max((1.0 - self._tokens) / self._rate, 0.001))
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Learn from a response's rate-limit headers."""

@@ -1,0 +1,76 @@
+"""An org to apply to: a real emulator on a loopback socket, and a project folder using it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from reconciler.emulator.config import EmulatorConfig
+from reconciler.emulator.server import running_emulator
+
+CLIENT_ID, CLIENT_SECRET = "emulator-client", "emulator-secret"
+
+
+@dataclass
+class Org:
+    """The emulator under test plus a few direct calls tests use to act 'out of band'."""
+
+    base_url: str
+
+    def admin(self, method: str, path: str, body: Any = None) -> Any:
+        response = httpx.request(method, f"{self.base_url}/__emulator/{path}", json=body, timeout=10)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def token(self) -> str:
+        response = httpx.post(f"{self.base_url}/oauth/token", data={"grant_type": "client_credentials"},
+                              auth=(CLIENT_ID, CLIENT_SECRET), timeout=10)
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+    def api(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
+        return httpx.request(method, f"{self.base_url}{path}", json=body, timeout=10,
+                             headers={"Authorization": f"Bearer {self.token()}", **(headers or {})})
+
+    def listing(self, path: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            body = self.api("GET", f"{path}?pageSize=100&pageNumber={page}").json()
+            out.extend(body["entities"])
+            if not body.get("nextUri"):
+                return out
+            page += 1
+
+    def environ(self) -> dict[str, str]:
+        return {"GENESYS_BASE_URL": self.base_url, "GENESYS_CLIENT_ID": CLIENT_ID,
+                "GENESYS_CLIENT_SECRET": CLIENT_SECRET}
+
+
+@pytest.fixture
+def org() -> Iterator[Org]:
+    with running_emulator(EmulatorConfig(db=":memory:", rate_limit_per_minute=100_000, seed=1)) as url:
+        yield Org(url)
+
+
+def write_project(root: Path, manifests: str, project: str = "tests") -> Path:
+    (root / "manifests").mkdir(parents=True, exist_ok=True)
+    (root / "reconciler.yaml").write_text(f"project: {project}\nmanifests: [manifests]\n", encoding="utf-8")
+    (root / "manifests" / "all.yaml").write_text(textwrap.dedent(manifests), encoding="utf-8")
+    return root
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
