@@ -16,8 +16,26 @@ import yaml
 
 API_VERSION = "reconciler.genesys.cloud/v1"
 MODELS = ("openai-gpt-4-turbo", "genesys-llm-v4")
-WORDS = ("account", "billing", "order", "refund", "delivery", "customer", "status", "invoice", "balance",
-         "payment", "shipment", "address", "loyalty", "ticket", "agent", "queue", "priority", "region")
+WORDS = (
+    "account",
+    "billing",
+    "order",
+    "refund",
+    "delivery",
+    "customer",
+    "status",
+    "invoice",
+    "balance",
+    "payment",
+    "shipment",
+    "address",
+    "loyalty",
+    "ticket",
+    "agent",
+    "queue",
+    "priority",
+    "region",
+)
 
 
 def _sentence(rng: random.Random, words: int) -> str:
@@ -33,24 +51,40 @@ def _function(i: int, rng: random.Random) -> dict[str, Any]:
             prop["enum"] = ["low", "medium", "high"]
         props[f"param_{p}"] = prop
     return {
-        "apiVersion": API_VERSION, "kind": "FunctionDefinition",
+        "apiVersion": API_VERSION,
+        "kind": "FunctionDefinition",
         "metadata": {"name": f"func-{i:05d}", "labels": {"team": f"team-{i % 7}"}},
-        "spec": {"name": f"lookup_{i}", "description": _sentence(rng, 14), "timeoutMillis": 2000 + i % 5000,
-                 "parameters": {"type": "object", "properties": props, "required": ["param_0"]}},
+        "spec": {
+            "name": f"lookup_{i}",
+            "description": _sentence(rng, 14),
+            "timeoutMillis": 2000 + i % 5000,
+            "parameters": {"type": "object", "properties": props, "required": ["param_0"]},
+        },
     }
 
 
 def _policy(i: int, rng: random.Random) -> dict[str, Any]:
     return {
-        "apiVersion": API_VERSION, "kind": "ContextPolicy",
+        "apiVersion": API_VERSION,
+        "kind": "ContextPolicy",
         "metadata": {"name": f"policy-{i:05d}", "labels": {"team": f"team-{i % 7}"}},
         "spec": {
-            "modelId": MODELS[i % 2], "tokenLimits": {"hardLimit": 16000, "softLimit": 12000},
-            "retention": {"persistSystemPrompts": True, "retainUserPii": False, "autoCompactThreshold": 0.8,
-                          "evictionPolicy": rng.choice(("lru", "fifo", "summarize"))},
-            "piiMasking": [{"name": "email", "pattern": r"[\w.+-]+@[\w-]+\.[\w.]+", "replacement": "[EMAIL]"},
-                           {"name": "card", "pattern": r"\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}\b",
-                            "replacement": "[CARD]"}],
+            "modelId": MODELS[i % 2],
+            "tokenLimits": {"hardLimit": 16000, "softLimit": 12000},
+            "retention": {
+                "persistSystemPrompts": True,
+                "retainUserPii": False,
+                "autoCompactThreshold": 0.8,
+                "evictionPolicy": rng.choice(("lru", "fifo", "summarize")),
+            },
+            "piiMasking": [
+                {"name": "email", "pattern": r"[\w.+-]+@[\w-]+\.[\w.]+", "replacement": "[EMAIL]"},
+                {
+                    "name": "card",
+                    "pattern": r"\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}\b",
+                    "replacement": "[CARD]",
+                },
+            ],
             "metadataFields": ["conversationId", "queue", "customer"],
         },
     }
@@ -58,20 +92,31 @@ def _policy(i: int, rng: random.Random) -> dict[str, Any]:
 
 def _prompt(i: int, rng: random.Random, functions: list[str], policies: list[str]) -> dict[str, Any]:
     body = " ".join(_sentence(rng, 12) for _ in range(8))
-    template = f"You are assistant {i}. {body}\nCustomer: {{{{ customer_name }}}}\n" \
-               "{% for m in messages %}{{ m.from }}: {{ m.text }}\n{% endfor %}"
+    template = (
+        f"You are assistant {i}. {body}\nCustomer: {{{{ customer_name }}}}\n"
+        "{% for m in messages %}{{ m.from }}: {{ m.text }}\n{% endfor %}"
+    )
     spec: dict[str, Any] = {
-        "version": f"1.{i % 10}.0", "modelId": MODELS[i % 2], "maxTokens": 4000, "template": template,
-        "variables": [{"name": "customer_name", "type": "string", "required": True},
-                      {"name": "messages", "type": "array", "required": False}],
+        "version": f"1.{i % 10}.0",
+        "modelId": MODELS[i % 2],
+        "maxTokens": 4000,
+        "template": template,
+        "variables": [
+            {"name": "customer_name", "type": "string", "required": True},
+            {"name": "messages", "type": "array", "required": False},
+        ],
         "contextRules": [{"source": "conversation_history", "maxTokens": 1500, "injectionPoint": "user"}],
     }
     if functions:
         spec["functions"] = sorted(rng.sample(functions, min(2, len(functions))))
     if policies:
         spec["contextPolicy"] = rng.choice(policies)
-    return {"apiVersion": API_VERSION, "kind": "Prompt",
-            "metadata": {"name": f"prompt-{i:05d}", "labels": {"team": f"team-{i % 7}"}}, "spec": spec}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Prompt",
+        "metadata": {"name": f"prompt-{i:05d}", "labels": {"team": f"team-{i % 7}"}},
+        "spec": spec,
+    }
 
 
 def generate(n: int, seed: int = 7) -> list[dict[str, Any]]:
@@ -90,6 +135,6 @@ def write_manifests(documents: list[dict[str, Any]], folder: Path, per_file: int
     """Write the documents as multi-document YAML files, ``per_file`` documents each."""
     folder.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(documents), per_file):
-        chunk = documents[start:start + per_file]
+        chunk = documents[start : start + per_file]
         text = yaml.safe_dump_all(chunk, sort_keys=False, width=120)
         (folder / f"resources-{start // per_file:04d}.yaml").write_text(text, encoding="utf-8")

@@ -105,16 +105,22 @@ def _document(kind: Kind, live: LiveResource) -> dict[str, Any]:
 def _same(kind: Kind, stored: dict[str, Any], intended: dict[str, Any]) -> bool:
     """Does the live body hold what we meant to write (after the service's defaults)?"""
     live = adapter_for(kind).from_wire(stored)
-    desired = {"spec": adapter_for(kind).with_server_defaults(intended["spec"]),
-               "labels": intended["labels"]}
+    desired = {"spec": adapter_for(kind).with_server_defaults(intended["spec"]), "labels": intended["labels"]}
     return fingerprint(_document(kind, live)) == fingerprint(desired)
 
 
 class _Executor:
     """Runs one plan's changes; one instance per run (holds the run's progress)."""
 
-    def __init__(self, plan: Plan, client: GatewayClient, journal: Journal, options: ApplyOptions,
-                 run_id: str, notify_http: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        client: GatewayClient,
+        journal: Journal,
+        options: ApplyOptions,
+        run_id: str,
+        notify_http: httpx.AsyncClient,
+    ) -> None:
         self.plan = plan
         self.client = client
         self.journal = journal
@@ -159,8 +165,9 @@ class _Executor:
 
     def _wire_body(self, change: Change) -> dict[str, Any]:
         assert change.after is not None
-        return adapter_for(change.key.kind).to_wire(change.key.name, change.after["spec"],
-                                                    change.after["labels"])
+        return adapter_for(change.key.kind).to_wire(
+            change.key.name, change.after["spec"], change.after["labels"]
+        )
 
     def _method_and_path(self, change: Change) -> tuple[str, str]:
         adapter = adapter_for(change.key.kind)
@@ -177,11 +184,20 @@ class _Executor:
     async def _execute(self, index: int, change: Change) -> Outcome:
         method, path = self._method_and_path(change)
         redact = self.options.redactor
-        self.journal.append(self.run_id, RecordType.INTENT, {
-            "change_id": index, "action": change.action.value, "kind": change.key.kind.value,
-            "name": change.key.name, "method": method, "path": path, "etag_before": change.etag,
-            "body": redact.value(self._redacted_doc(change.key.kind, change.after)),
-        })
+        self.journal.append(
+            self.run_id,
+            RecordType.INTENT,
+            {
+                "change_id": index,
+                "action": change.action.value,
+                "kind": change.key.kind.value,
+                "name": change.key.name,
+                "method": method,
+                "path": path,
+                "etag_before": change.etag,
+                "body": redact.value(self._redacted_doc(change.key.kind, change.after)),
+            },
+        )
         started = time.perf_counter()
         try:
             outcome = await self._write(change)
@@ -211,8 +227,9 @@ class _Executor:
         kind, body = change.key.kind, self._wire_body(change)
         live_id = change.live_id or change.key.name
         try:
-            result = await self.client.put(kind, live_id, body, if_match=if_match,
-                                           create_only=if_match is None)
+            result = await self.client.put(
+                kind, live_id, body, if_match=if_match, create_only=if_match is None
+            )
         except ConflictError as exc:
             return await self._after_conflict(change, live_id, exc)
         return self._applied(change, result, 200)
@@ -226,11 +243,19 @@ class _Executor:
             found = await self.client.find(change.key.kind, change.key.name)
         if found is not None and _same(change.key.kind, found[1], change.after):
             live, stored = found
-            return self._applied(change, WriteResult(live.id, live.etag, stored), exc.status,
-                                 note="an earlier attempt of this run had already landed")
-        return Outcome(change, Status.CONFLICT,
-                       f"conflict: {change.key} changed since the plan (etag {change.etag or 'none'}); "
-                       "nothing was overwritten. Re-run plan to see the change.", exc.status)
+            return self._applied(
+                change,
+                WriteResult(live.id, live.etag, stored),
+                exc.status,
+                note="an earlier attempt of this run had already landed",
+            )
+        return Outcome(
+            change,
+            Status.CONFLICT,
+            f"conflict: {change.key} changed since the plan (etag {change.etag or 'none'}); "
+            "nothing was overwritten. Re-run plan to see the change.",
+            exc.status,
+        )
 
     async def _create_by_post(self, change: Change) -> Outcome:
         """POST a prompt; after a lost response or 5xx, look it up by name before any retry."""
@@ -243,11 +268,19 @@ class _Executor:
                 if found is not None:
                     live, stored = found
                     if _same(Kind.PROMPT, stored, change.after):
-                        return self._applied(change, WriteResult(live.id, live.etag, stored), 201,
-                                             note="found after a lost response; not re-sent")
-                    return Outcome(change, Status.CONFLICT,
-                                   f"conflict: a prompt named {change.key.name!r} was created by someone "
-                                   "else since the plan; nothing was overwritten", 409)
+                        return self._applied(
+                            change,
+                            WriteResult(live.id, live.etag, stored),
+                            201,
+                            note="found after a lost response; not re-sent",
+                        )
+                    return Outcome(
+                        change,
+                        Status.CONFLICT,
+                        f"conflict: a prompt named {change.key.name!r} was created by someone "
+                        "else since the plan; nothing was overwritten",
+                        409,
+                    )
                 await self.client.session.backoff(attempt)
             try:
                 result = await self.client.create_prompt(body)
@@ -267,8 +300,12 @@ class _Executor:
         except NotFoundError:
             return Outcome(change, Status.APPLIED, "already gone", 404, live_id=live_id)
         except ConflictError as exc:
-            return Outcome(change, Status.CONFLICT,
-                           f"conflict: {change.key} changed since the plan; not deleted", exc.status)
+            return Outcome(
+                change,
+                Status.CONFLICT,
+                f"conflict: {change.key} changed since the plan; not deleted",
+                exc.status,
+            )
         return Outcome(change, Status.APPLIED, "deleted", 204, live_id=live_id)
 
     def _applied(self, change: Change, result: WriteResult, http_status: int, note: str = "") -> Outcome:
@@ -276,15 +313,26 @@ class _Executor:
         assert change.after is not None
         kind = change.key.kind
         stored = adapter_for(kind).from_wire(result.body)
-        desired = {"spec": adapter_for(kind).with_server_defaults(change.after["spec"]),
-                   "labels": change.after["labels"]}
+        desired = {
+            "spec": adapter_for(kind).with_server_defaults(change.after["spec"]),
+            "labels": change.after["labels"],
+        }
         verdict = compare(desired, _document(kind, stored), kind, self.options.ignore.get(kind, ()))
         changed = tuple(f.path for f in verdict.fields)
         message = note or change.action.value + "d"
         if changed:
-            message += "; the service changed " + ", ".join(changed) + " (a perpetual diff: update the manifest)"
-        return Outcome(change, Status.APPLIED, message, http_status, live_id=result.live_id,
-                       etag_after=result.etag, service_changed=changed)
+            message += (
+                "; the service changed " + ", ".join(changed) + " (a perpetual diff: update the manifest)"
+            )
+        return Outcome(
+            change,
+            Status.APPLIED,
+            message,
+            http_status,
+            live_id=result.live_id,
+            etag_after=result.etag,
+            service_changed=changed,
+        )
 
     # --- records -----------------------------------------------------------------------------
 
@@ -295,27 +343,43 @@ class _Executor:
 
     def _journal_outcome(self, index: int, outcome: Outcome) -> None:
         change, redact = outcome.change, self.options.redactor
-        self.journal.append(self.run_id, RecordType.OUTCOME, {
-            "change_id": index, "action": change.action.value, "kind": change.key.kind.value,
-            "name": change.key.name, "status": outcome.status.value, "http_status": outcome.http_status,
-            "latency_ms": outcome.latency_ms, "etag_before": change.etag, "etag_after": outcome.etag_after,
-            "live_id": outcome.live_id or change.live_id,
-            "before": redact.value(self._redacted_doc(change.key.kind, change.before)),
-            "after": redact.value(self._redacted_doc(change.key.kind, change.after)),
-            "error": outcome.message if outcome.status is not Status.APPLIED else None,
-            "service_changed": list(outcome.service_changed),
-        })
+        self.journal.append(
+            self.run_id,
+            RecordType.OUTCOME,
+            {
+                "change_id": index,
+                "action": change.action.value,
+                "kind": change.key.kind.value,
+                "name": change.key.name,
+                "status": outcome.status.value,
+                "http_status": outcome.http_status,
+                "latency_ms": outcome.latency_ms,
+                "etag_before": change.etag,
+                "etag_after": outcome.etag_after,
+                "live_id": outcome.live_id or change.live_id,
+                "before": redact.value(self._redacted_doc(change.key.kind, change.before)),
+                "after": redact.value(self._redacted_doc(change.key.kind, change.after)),
+                "error": outcome.message if outcome.status is not Status.APPLIED else None,
+                "service_changed": list(outcome.service_changed),
+            },
+        )
 
     def _notify(self, change: Change, outcome: Outcome) -> None:
         if not self.options.webhooks:
             return
         verb = {Action.CREATE: "CREATED", Action.DELETE: "DELETED"}.get(change.action, "UPDATED")
-        kind_word = {Kind.FUNCTION_DEFINITION: "FUNCTION_DEFINITION", Kind.PROMPT: "PROMPT",
-                     Kind.CONTEXT_POLICY: "CONTEXT_POLICY"}[change.key.kind]
+        kind_word = {
+            Kind.FUNCTION_DEFINITION: "FUNCTION_DEFINITION",
+            Kind.PROMPT: "PROMPT",
+            Kind.CONTEXT_POLICY: "CONTEXT_POLICY",
+        }[change.key.kind]
         data = self.options.redactor.value(self._redacted_doc(change.key.kind, change.after or change.before))
-        event = Event(name=f"{kind_word}_{verb}", data={"kind": change.key.kind.value,
-                                                       "name": change.key.name, **(data or {})},
-                      run_id=self.run_id, timestamp=_now())
+        event = Event(
+            name=f"{kind_word}_{verb}",
+            data={"kind": change.key.kind.value, "name": change.key.name, **(data or {})},
+            run_id=self.run_id,
+            timestamp=_now(),
+        )
         self.notifications.append(asyncio.ensure_future(self._deliver(event)))
 
     async def _deliver(self, event: Event) -> None:
@@ -323,11 +387,17 @@ class _Executor:
             self.journal.append(self.run_id, RecordType.NOTIFICATION, delivery.as_record())
 
 
-async def apply_plan(plan: Plan, client: GatewayClient, journal: Journal, options: ApplyOptions,
-                     *, plan_hash: str) -> ApplyResult:
+async def apply_plan(
+    plan: Plan, client: GatewayClient, journal: Journal, options: ApplyOptions, *, plan_hash: str
+) -> ApplyResult:
     """Execute ``plan``; returns an outcome for every change, whatever happened."""
-    run_id = journal.start_run(actor=options.actor, environment=plan.environment, plan_hash=plan_hash,
-                               git_commit=options.git_commit, command=options.command)
+    run_id = journal.start_run(
+        actor=options.actor,
+        environment=plan.environment,
+        plan_hash=plan_hash,
+        git_commit=options.git_commit,
+        command=options.command,
+    )
     async with httpx.AsyncClient(transport=options.notify_transport) as notify_http:
         executor = _Executor(plan, client, journal, options, run_id, notify_http)
         outcomes = await executor.run()
@@ -335,4 +405,3 @@ async def apply_plan(plan: Plan, client: GatewayClient, journal: Journal, option
     summary = summarize([o.latency_ms for o in written if o.latency_ms], [o.status.value for o in written])
     journal.append(run_id, RecordType.RUN_END, {"summary": summary})
     return ApplyResult(run_id, tuple(outcomes), journal.head)
-

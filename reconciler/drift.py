@@ -41,7 +41,11 @@ class DriftReport:
         return bool(self.items)
 
 
-_CLASS_OF = {Action.UPDATE: DriftClass.CHANGED, Action.CREATE: DriftClass.MISSING, Action.DELETE: DriftClass.EXTRA}
+_CLASS_OF = {
+    Action.UPDATE: DriftClass.CHANGED,
+    Action.CREATE: DriftClass.MISSING,
+    Action.DELETE: DriftClass.EXTRA,
+}
 
 
 def classify(plan: Plan, live: Sequence[LiveResource]) -> DriftReport:
@@ -54,13 +58,23 @@ def classify(plan: Plan, live: Sequence[LiveResource]) -> DriftReport:
             continue
         fields = tuple(f.path for f in change.diff.fields) if change.diff else ()
         found = by_key.get(change.key)
-        items.append(Drift(change.key, drift_class, fields,
-                           found.modified_by if found else None, found.date_modified if found else None))
+        items.append(
+            Drift(
+                change.key,
+                drift_class,
+                fields,
+                found.modified_by if found else None,
+                found.date_modified if found else None,
+            )
+        )
     return DriftReport(plan.environment, tuple(items))
 
 
 def _who(item: Drift) -> str:
-    parts = [f"by {item.modified_by}" if item.modified_by else "", f"at {item.date_modified}" if item.date_modified else ""]
+    parts = [
+        f"by {item.modified_by}" if item.modified_by else "",
+        f"at {item.date_modified}" if item.date_modified else "",
+    ]
     return " ".join(p for p in parts if p)
 
 
@@ -76,12 +90,28 @@ def render_text(report: DriftReport) -> str:
 
 
 def render_json(report: DriftReport) -> str:
-    return json.dumps({
-        "format_version": "1.0",
-        "environment": report.environment,
-        "drift": [{"kind": i.key.kind.value, "name": i.key.name, "class": i.drift.value, "fields": list(i.fields),
-                   "modified_by": i.modified_by, "date_modified": i.date_modified} for i in report.items],
-    }, indent=2, sort_keys=True) + "\n"
+    return (
+        json.dumps(
+            {
+                "format_version": "1.0",
+                "environment": report.environment,
+                "drift": [
+                    {
+                        "kind": i.key.kind.value,
+                        "name": i.key.name,
+                        "class": i.drift.value,
+                        "fields": list(i.fields),
+                        "modified_by": i.modified_by,
+                        "date_modified": i.date_modified,
+                    }
+                    for i in report.items
+                ],
+            },
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )
 
 
 def render_markdown(report: DriftReport) -> str:

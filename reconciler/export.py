@@ -31,8 +31,11 @@ from reconciler.models import (
 # Prompt names are free text; file names keep only what every filesystem accepts.
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 FOLDERS = {Kind.FUNCTION_DEFINITION: "functions", Kind.PROMPT: "prompts", Kind.CONTEXT_POLICY: "policies"}
-SCHEMAS = {Kind.FUNCTION_DEFINITION: "functiondefinition", Kind.PROMPT: "prompt",
-           Kind.CONTEXT_POLICY: "contextpolicy"}
+SCHEMAS = {
+    Kind.FUNCTION_DEFINITION: "functiondefinition",
+    Kind.PROMPT: "prompt",
+    Kind.CONTEXT_POLICY: "contextpolicy",
+}
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,9 @@ def manifest_document(live: LiveResource, project: str, adopt: bool) -> dict[str
     except ValidationError:
         return document
     return parsed.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True) | {
-        "apiVersion": API_VERSION, "kind": live.key.kind.value}
+        "apiVersion": API_VERSION,
+        "kind": live.key.kind.value,
+    }
 
 
 def _ordered(document: dict[str, Any]) -> dict[str, Any]:
@@ -82,8 +87,9 @@ def _ordered(document: dict[str, Any]) -> dict[str, Any]:
     return head | {k: v for k, v in document.items() if k not in head}
 
 
-def export_files(live: Sequence[LiveResource], project: str, *, adopt: bool = False,
-                 kinds: Sequence[Kind] = tuple(Kind)) -> list[ExportedFile]:
+def export_files(
+    live: Sequence[LiveResource], project: str, *, adopt: bool = False, kinds: Sequence[Kind] = tuple(Kind)
+) -> list[ExportedFile]:
     """One YAML file per live resource of the given kinds, sorted by path."""
     files = []
     for resource in sorted(live, key=lambda r: (r.key.kind.value, r.key.name)):

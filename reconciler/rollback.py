@@ -51,22 +51,60 @@ def rollback_changes(records: Iterable[JournalRecord]) -> tuple[list[Change], li
             continue
         match action:
             case Action.CREATE:
-                changes.append(Change(Action.DELETE, key, after, None, None, reason,
-                                      data.get("etag_after"), data.get("live_id"), ()))
+                changes.append(
+                    Change(
+                        Action.DELETE,
+                        key,
+                        after,
+                        None,
+                        None,
+                        reason,
+                        data.get("etag_after"),
+                        data.get("live_id"),
+                        (),
+                    )
+                )
             case Action.UPDATE | Action.ROLLBACK:
-                changes.append(Change(Action.ROLLBACK, key, after, before, None, reason,
-                                      data.get("etag_after"), data.get("live_id"), ()))
+                changes.append(
+                    Change(
+                        Action.ROLLBACK,
+                        key,
+                        after,
+                        before,
+                        None,
+                        reason,
+                        data.get("etag_after"),
+                        data.get("live_id"),
+                        (),
+                    )
+                )
             case Action.DELETE:
                 changes.append(Change(Action.CREATE, key, None, before, None, reason, None, None, ()))
             case _:
                 continue
     # Undo strictly in reverse order: each step waits for the one before it, so a prompt is
     # deleted before the function it referenced, exactly mirroring how the run created them.
-    chained = [Change(c.action, c.key, c.before, c.after, c.diff, c.reason, c.etag, c.live_id,
-                      (changes[i - 1].key,) if i else ()) for i, c in enumerate(changes)]
+    chained = [
+        Change(
+            c.action,
+            c.key,
+            c.before,
+            c.after,
+            c.diff,
+            c.reason,
+            c.etag,
+            c.live_id,
+            (changes[i - 1].key,) if i else (),
+        )
+        for i, c in enumerate(changes)
+    ]
     return chained, refused
 
 
-def rollback_plan(records: Iterable[JournalRecord], *, environment: str, project: str) -> tuple[Plan, list[str]]:
+def rollback_plan(
+    records: Iterable[JournalRecord], *, environment: str, project: str
+) -> tuple[Plan, list[str]]:
     changes, refused = rollback_changes(records)
-    return Plan(environment=environment, project=project, manifests_digest="", changes=tuple(changes)), refused
+    return Plan(
+        environment=environment, project=project, manifests_digest="", changes=tuple(changes)
+    ), refused

@@ -18,7 +18,7 @@ from reconciler.client.api import GatewayClient
 from reconciler.client.connect import Connection, resolve
 from reconciler.errors import LiveCheckError
 from reconciler.loader import ManifestSet, load_project
-from reconciler.models import ContextPolicy, ProjectConfig, Prompt, ResourceKey
+from reconciler.models import ContextPolicy, Environment, ProjectConfig, Prompt, ResourceKey
 from reconciler.notify import WebhookTarget
 from reconciler.plan import IgnoreRules, Plan, PlanOptions, check_live, make_plan
 from reconciler.redact import Redactor, from_project
@@ -36,39 +36,49 @@ class Workspace:
     journal_path: Path
 
 
-def manifest_paths(project: ProjectConfig, project_dir: Path, connection: Connection,
-                   given: Sequence[str]) -> list[Path]:
+def manifest_paths(
+    project: ProjectConfig, project_dir: Path, env: Environment | None, given: Sequence[str]
+) -> list[Path]:
+    """The paths given on the command line, else the environment's, else the project's."""
     if given:
         return [Path(p) for p in given]
-    env = project.environments.get(connection.environment)
     configured = (env.manifests if env and env.manifests else None) or project.manifests
     return [project_dir / p for p in configured]
 
 
-def open_workspace(env_name: str | None, paths: Sequence[str] = (), *,
-                   environ: Mapping[str, str] | None = None, project_file: Path | None = None,
-                   journal: str | None = None) -> Workspace:
+def open_workspace(
+    env_name: str | None,
+    paths: Sequence[str] = (),
+    *,
+    environ: Mapping[str, str] | None = None,
+    project_file: Path | None = None,
+    journal: str | None = None,
+) -> Workspace:
     """Load everything a command needs before it touches the network; raises on any problem."""
     environ = os.environ if environ is None else environ
     project, found = load_project(project_file)
     project_dir = found.parent if found else Path(".")
     connection = resolve(project, env_name, environ)
-    manifests = validate_manifests(manifest_paths(project, project_dir, connection, paths),
-                                   connection.variables)
-    webhooks = tuple(WebhookTarget(w.url, environ.get(w.secret_env) if w.secret_env else None,
-                                   w.timeout_seconds) for w in project.webhooks)
+    env = project.environments.get(connection.environment)
+    manifests = validate_manifests(manifest_paths(project, project_dir, env, paths), connection.variables)
+    webhooks = tuple(
+        WebhookTarget(w.url, environ.get(w.secret_env) if w.secret_env else None, w.timeout_seconds)
+        for w in project.webhooks
+    )
     secrets = [connection.credentials.client_secret, *(w.secret for w in webhooks if w.secret)]
     journal_path = Path(journal or environ.get("RECONCILER_JOURNAL") or project_dir / project.journal)
-    return Workspace(project, project_dir, connection, manifests, from_project(project, secrets),
-                     webhooks, journal_path)
+    return Workspace(
+        project, project_dir, connection, manifests, from_project(project, secrets), webhooks, journal_path
+    )
 
 
 def ignore_rules(project: ProjectConfig) -> IgnoreRules:
     return IgnoreRules.from_config(project.ignore_differences)
 
 
-def plan_options(ws: Workspace, *, prune: bool = False, targets: Sequence[str] = (),
-                 excludes: Sequence[str] = ()) -> PlanOptions:
+def plan_options(
+    ws: Workspace, *, prune: bool = False, targets: Sequence[str] = (), excludes: Sequence[str] = ()
+) -> PlanOptions:
     return PlanOptions(
         project=ws.project.project,
         prune=prune,
@@ -79,14 +89,17 @@ def plan_options(ws: Workspace, *, prune: bool = False, targets: Sequence[str] =
     )
 
 
-async def live_context(ws: Workspace, client: GatewayClient) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
+async def live_context(
+    ws: Workspace, client: GatewayClient
+) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
     """Model limits and the inputs of every flow the manifests name (for the live checks)."""
     desired = [m.manifest for m in ws.manifests.manifests]
     model_ids = sorted({m.spec.model_id for m in desired if isinstance(m, Prompt | ContextPolicy)})
     flow_ids = sorted({m.spec.flow_id for m in desired if isinstance(m, ContextPolicy) and m.spec.flow_id})
-    limits, *flows = await asyncio.gather(client.model_limits(model_ids),
-                                          *(client.flow_inputs(f) for f in flow_ids))
-    return limits, {f: inputs for f, inputs in zip(flow_ids, flows, strict=True) if inputs is not None}
+    limits_task = asyncio.ensure_future(client.model_limits(model_ids))
+    flows = await asyncio.gather(*(client.flow_inputs(f) for f in flow_ids))
+    found = {f: inputs for f, inputs in zip(flow_ids, flows, strict=True) if inputs is not None}
+    return await limits_task, found
 
 
 async def make_live_plan(ws: Workspace, client: GatewayClient, options: PlanOptions) -> Plan:

@@ -32,8 +32,13 @@ from reconciler.plan import Action, Change, Plan, plan_from_json
 from reconciler.rollback import rollback_plan
 from reconciler.workspace import Workspace, ignore_rules, make_live_plan, open_workspace, plan_options
 
-SYMBOLS = {Status.APPLIED: "✓", Status.UNCHANGED: "=", Status.CONFLICT: "!", Status.FAILED: "✗",
-           Status.SKIPPED: "-"}
+SYMBOLS = {
+    Status.APPLIED: "✓",
+    Status.UNCHANGED: "=",
+    Status.CONFLICT: "!",
+    Status.FAILED: "✗",
+    Status.SKIPPED: "-",
+}
 
 
 def load_saved_plan(ws: Workspace, path: Path) -> Plan:
@@ -47,9 +52,11 @@ def load_saved_plan(ws: Workspace, path: Path) -> Plan:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: not a readable reconciler plan ({exc})") from None
     if saved.manifests_digest != ws.manifests.digest:
-        raise StalePlanError(f"{path} was made from manifests that have changed since "
-                             f"(digest {saved.manifests_digest[:12]} != {ws.manifests.digest[:12]}); "
-                             "run plan again")
+        raise StalePlanError(
+            f"{path} was made from manifests that have changed since "
+            f"(digest {saved.manifests_digest[:12]} != {ws.manifests.digest[:12]}); "
+            "run plan again"
+        )
     by_key = {key_of(m.manifest): m.manifest for m in ws.manifests.manifests}
     ignore = ignore_rules(ws.project)
     changes = []
@@ -59,22 +66,41 @@ def load_saved_plan(ws: Workspace, path: Path) -> Plan:
             shown = {"spec": ws.redactor.resource(change.key.kind, after["spec"]), "labels": after["labels"]}
             if fingerprint(shown) != fingerprint(change.after):
                 raise StalePlanError(f"{path}: {change.key} no longer matches the plan; run plan again")
-            change = Change(change.action, change.key, change.before, after, change.diff, change.reason,
-                            change.etag, change.live_id, change.depends_on)
+            change = Change(
+                change.action,
+                change.key,
+                change.before,
+                after,
+                change.diff,
+                change.reason,
+                change.etag,
+                change.live_id,
+                change.depends_on,
+            )
         changes.append(change)
-    return Plan(format_version=saved.format_version, environment=saved.environment, project=saved.project,
-                manifests_digest=saved.manifests_digest, changes=tuple(changes),
-                live_checks=saved.live_checks)
+    return Plan(
+        format_version=saved.format_version,
+        environment=saved.environment,
+        project=saved.project,
+        manifests_digest=saved.manifests_digest,
+        changes=tuple(changes),
+        live_checks=saved.live_checks,
+    )
 
 
 def confirm(auto_approve: bool, question: str) -> None:
     if auto_approve:
         return
     if not sys.stdin.isatty():
-        raise ConfigError("refusing to write without confirmation: no terminal to ask on; "
-                          "review the plan and pass --auto-approve")
-    answer = click.prompt(f"{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value",
-                          default="", show_default=False)
+        raise ConfigError(
+            "refusing to write without confirmation: no terminal to ask on; "
+            "review the plan and pass --auto-approve"
+        )
+    answer = click.prompt(
+        f"{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value",
+        default="",
+        show_default=False,
+    )
     if answer.strip() != "yes":
         raise ConfigError("apply cancelled")
 
@@ -83,24 +109,35 @@ def progress(outcome: Outcome) -> None:
     if outcome.change.action is Action.NO_OP:
         return
     symbol = SYMBOLS[outcome.status]
-    note(f"  {symbol} {outcome.change.action.value:<8} {outcome.change.key}: {outcome.status.value}"
-         + (f" ({outcome.message})" if outcome.message else ""))
+    note(
+        f"  {symbol} {outcome.change.action.value:<8} {outcome.change.key}: {outcome.status.value}"
+        + (f" ({outcome.message})" if outcome.message else "")
+    )
 
 
 def summary_line(result: ApplyResult) -> str:
     applied = [o for o in result.outcomes if o.status is Status.APPLIED]
     counts = {a: sum(1 for o in applied if o.change.action is a) for a in Action}
-    return (f"Apply complete! Resources: {counts[Action.CREATE]} created, "
-            f"{counts[Action.UPDATE] + counts[Action.ROLLBACK]} updated, {counts[Action.DELETE]} deleted; "
-            f"{result.count(Status.CONFLICT)} conflict(s), {result.count(Status.FAILED)} failed, "
-            f"{result.count(Status.SKIPPED)} skipped.")
+    return (
+        f"Apply complete! Resources: {counts[Action.CREATE]} created, "
+        f"{counts[Action.UPDATE] + counts[Action.ROLLBACK]} updated, {counts[Action.DELETE]} deleted; "
+        f"{result.count(Status.CONFLICT)} conflict(s), {result.count(Status.FAILED)} failed, "
+        f"{result.count(Status.SKIPPED)} skipped."
+    )
 
 
-async def execute(ws: Workspace, plan: Plan, client: GatewayClient, journal: Journal, command: str,
-                  plan_hash: str) -> ApplyResult:
-    options = ApplyOptions(redactor=ws.redactor, webhooks=ws.webhooks, actor=detect_actor(),
-                           git_commit=detect_git_commit(), command=command, on_outcome=progress,
-                           ignore=ignore_rules(ws.project).by_kind())
+async def execute(
+    ws: Workspace, plan: Plan, client: GatewayClient, journal: Journal, command: str, plan_hash: str
+) -> ApplyResult:
+    options = ApplyOptions(
+        redactor=ws.redactor,
+        webhooks=ws.webhooks,
+        actor=detect_actor(),
+        git_commit=detect_git_commit(),
+        command=command,
+        on_outcome=progress,
+        ignore=ignore_rules(ws.project).by_kind(),
+    )
     return await apply_plan(plan, client, journal, options, plan_hash=plan_hash)
 
 
@@ -123,19 +160,32 @@ def open_journal(ws: Workspace) -> Journal:
 @main.command("apply")
 @click.argument("source", nargs=-1, type=click.Path())
 @env_option
-@click.option("--auto-approve", is_flag=True, envvar="RECONCILER_AUTO_APPROVE",
-              help="Do not ask for confirmation (CI).")
-@click.option("--rollback-on-failure", is_flag=True,
-              help="If a change fails for good, undo what this run already changed.")
+@click.option(
+    "--auto-approve", is_flag=True, envvar="RECONCILER_AUTO_APPROVE", help="Do not ask for confirmation (CI)."
+)
+@click.option(
+    "--rollback-on-failure",
+    is_flag=True,
+    help="If a change fails for good, undo what this run already changed.",
+)
 @target_option
 @exclude_option
 @click.option("--prune", is_flag=True, help="Delete live resources managed by this project but not in git.")
 @parallelism_option
 @journal_option
 @color_option
-def apply_command(source: tuple[str, ...], env_name: str | None, auto_approve: bool,
-                  rollback_on_failure: bool, targets: tuple[str, ...], excludes: tuple[str, ...],
-                  prune: bool, parallelism: int, journal_path: str | None, no_color: bool) -> None:
+def apply_command(
+    source: tuple[str, ...],
+    env_name: str | None,
+    auto_approve: bool,
+    rollback_on_failure: bool,
+    targets: tuple[str, ...],
+    excludes: tuple[str, ...],
+    prune: bool,
+    parallelism: int,
+    journal_path: str | None,
+    no_color: bool,
+) -> None:
     """Apply a saved plan (PLAN.json), or plan PATHS and apply after confirmation.
 
     Exit codes: 0 applied, 1 error, 3 conflict (something changed since the plan; nothing of
@@ -162,8 +212,9 @@ def apply_command(source: tuple[str, ...], env_name: str | None, auto_approve: b
             result = await execute(ws, the_plan, client, journal, "apply", the_plan.manifests_digest)
             if rollback_on_failure and result.count(Status.FAILED):
                 note("A change failed for good: rolling back what this run changed (--rollback-on-failure).")
-                undo, refused = rollback_plan(journal.run(result.run_id), environment=the_plan.environment,
-                                              project=the_plan.project)
+                undo, refused = rollback_plan(
+                    journal.run(result.run_id), environment=the_plan.environment, project=the_plan.project
+                )
                 for reason in refused:
                     note(f"  cannot roll back {reason}")
                 report(result)
@@ -182,13 +233,20 @@ def apply_command(source: tuple[str, ...], env_name: str | None, auto_approve: b
 @main.command("rollback")
 @click.argument("run_id")
 @env_option
-@click.option("--auto-approve", is_flag=True, envvar="RECONCILER_AUTO_APPROVE",
-              help="Do not ask for confirmation (CI).")
+@click.option(
+    "--auto-approve", is_flag=True, envvar="RECONCILER_AUTO_APPROVE", help="Do not ask for confirmation (CI)."
+)
 @parallelism_option
 @journal_option
 @color_option
-def rollback_command(run_id: str, env_name: str | None, auto_approve: bool, parallelism: int,
-                     journal_path: str | None, no_color: bool) -> None:
+def rollback_command(
+    run_id: str,
+    env_name: str | None,
+    auto_approve: bool,
+    parallelism: int,
+    journal_path: str | None,
+    no_color: bool,
+) -> None:
     """Undo what run RUN_ID changed (see `reconciler journal list`), with the same locking.
 
     A resource changed since that run is a conflict (exit 3), never overwritten.
@@ -198,7 +256,9 @@ def rollback_command(run_id: str, env_name: str | None, auto_approve: bool, para
     records = journal.run(run_id)
     if not records:
         raise ConfigError(f"no run {run_id!r} in {ws.journal_path}; see `reconciler journal list`")
-    the_plan, refused = rollback_plan(records, environment=ws.connection.environment, project=ws.project.project)
+    the_plan, refused = rollback_plan(
+        records, environment=ws.connection.environment, project=ws.project.project
+    )
     for reason in refused:
         note(f"Cannot roll back {reason}")
     show_plan(ws, the_plan, "text", use_color(no_color))
@@ -214,4 +274,3 @@ def rollback_command(run_id: str, env_name: str | None, auto_approve: bool, para
     result = run(go())
     report(result)
     raise SystemExit(result.exit_code)
-

@@ -35,8 +35,8 @@ def drift(paths: tuple[str, ...], env_name: str | None, output_format: str, para
 
     report = run(fetch())
     renderer = {"json": drift_report.render_json, "markdown": drift_report.render_markdown}.get(
-        output_format, drift_report.render_text)
+        output_format, drift_report.render_text
+    )
     click.echo(ws.redactor.text(renderer(report)), nl=False)
     if report:
         raise SystemExit(2)
-

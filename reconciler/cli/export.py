@@ -17,16 +17,29 @@ from reconciler.models import Kind, LiveResource
 
 @main.command()
 @env_option
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("exported"),
-              show_default=True, help="Folder to write manifests into.")
-@click.option("--kind", "kinds", multiple=True, type=click.Choice([k.value for k in Kind]),
-              help="Only these kinds (repeatable; default all).")
-@click.option("--adopt", is_flag=True,
-              help="Manage unlabelled resources: the next apply labels them as this project's.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("exported"),
+    show_default=True,
+    help="Folder to write manifests into.",
+)
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice([k.value for k in Kind]),
+    help="Only these kinds (repeatable; default all).",
+)
+@click.option(
+    "--adopt", is_flag=True, help="Manage unlabelled resources: the next apply labels them as this project's."
+)
 @click.option("--force", is_flag=True, help="Overwrite files that already exist.")
 @parallelism_option
-def export(env_name: str | None, out_dir: Path, kinds: tuple[str, ...], adopt: bool, force: bool,
-           parallelism: int) -> None:
+def export(
+    env_name: str | None, out_dir: Path, kinds: tuple[str, ...], adopt: bool, force: bool, parallelism: int
+) -> None:
     """Write manifests from the live org; planning them against the same org shows no changes."""
     project, _ = load_project()
     connection = resolve(project, env_name, os.environ)
@@ -40,8 +53,10 @@ def export(env_name: str | None, out_dir: Path, kinds: tuple[str, ...], adopt: b
     files = export_files(run(fetch()), project.project, adopt=adopt, kinds=chosen)
     existing = [f.path for f in files if (out_dir / f.path).exists()]
     if existing and not force:
-        raise click.ClickException(f"{len(existing)} file(s) already exist under {out_dir} "
-                                   f"(e.g. {existing[0]}); pass --force to overwrite")
+        raise click.ClickException(
+            f"{len(existing)} file(s) already exist under {out_dir} "
+            f"(e.g. {existing[0]}); pass --force to overwrite"
+        )
     for file in files:
         target = out_dir / file.path
         target.parent.mkdir(parents=True, exist_ok=True)

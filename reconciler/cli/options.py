@@ -16,24 +16,55 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
-env_option = click.option("--env", "env_name", envvar="RECONCILER_ENV", metavar="NAME",
-                          help="Environment of reconciler.yaml (default: embedded emulator).")
-target_option = click.option("--target", "targets", multiple=True, metavar="KIND/NAME",
-                             help="Only these resources (repeatable).")
-exclude_option = click.option("--exclude", "excludes", multiple=True, metavar="KIND/NAME",
-                              help="Leave these resources out (repeatable).")
-parallelism_option = click.option("--parallelism", type=click.IntRange(1, 64), default=10,
-                                  envvar="RECONCILER_PARALLELISM", show_default=True,
-                                  help="Requests in flight at once.")
-color_option = click.option("--no-color", is_flag=True, envvar="NO_COLOR",
-                            help="Never color the output (colors are used only on a terminal).")
-journal_option = click.option("--journal", "journal_path", envvar="RECONCILER_JOURNAL", metavar="PATH",
-                              help="Audit journal (default .reconciler/journal.jsonl).")
+env_option = click.option(
+    "--env",
+    "env_name",
+    envvar="RECONCILER_ENV",
+    metavar="NAME",
+    help="Environment of reconciler.yaml (default: embedded emulator).",
+)
+target_option = click.option(
+    "--target", "targets", multiple=True, metavar="KIND/NAME", help="Only these resources (repeatable)."
+)
+exclude_option = click.option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="KIND/NAME",
+    help="Leave these resources out (repeatable).",
+)
+parallelism_option = click.option(
+    "--parallelism",
+    type=click.IntRange(1, 64),
+    default=10,
+    envvar="RECONCILER_PARALLELISM",
+    show_default=True,
+    help="Requests in flight at once.",
+)
+color_option = click.option(
+    "--no-color",
+    is_flag=True,
+    envvar="NO_COLOR",
+    help="Never color the output (colors are used only on a terminal).",
+)
+journal_option = click.option(
+    "--journal",
+    "journal_path",
+    envvar="RECONCILER_JOURNAL",
+    metavar="PATH",
+    help="Audit journal (default .reconciler/journal.jsonl).",
+)
 
 
 def format_option(*choices: str, default: str = "text") -> Callable[[F], F]:
-    return click.option("--format", "output_format", type=click.Choice(choices), default=default,
-                        show_default=True, help="Output format.")
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(choices),
+        default=default,
+        show_default=True,
+        help="Output format.",
+    )
 
 
 def use_color(no_color: bool) -> bool:

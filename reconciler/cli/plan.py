@@ -62,9 +62,18 @@ def save_plan(ws: Workspace, plan: Plan, path: Path) -> None:
 @click.option("--prune", is_flag=True, help="Delete live resources managed by this project but not in git.")
 @parallelism_option
 @color_option
-def plan(paths: tuple[str, ...], env_name: str | None, out: Path | None, output_format: str,
-         detailed_exitcode: bool, targets: tuple[str, ...], excludes: tuple[str, ...], prune: bool,
-         parallelism: int, no_color: bool) -> None:
+def plan(
+    paths: tuple[str, ...],
+    env_name: str | None,
+    out: Path | None,
+    output_format: str,
+    detailed_exitcode: bool,
+    targets: tuple[str, ...],
+    excludes: tuple[str, ...],
+    prune: bool,
+    parallelism: int,
+    no_color: bool,
+) -> None:
     """Show what apply would change in the live org.
 
     Exit codes: 0 no changes (or changes without --detailed-exitcode), 2 changes with

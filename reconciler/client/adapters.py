@@ -62,8 +62,9 @@ class KindAdapter(ABC):
     id_strategy: ClassVar[IdStrategy]
     spec_model: ClassVar[type[BaseModel]]
     # Fields the server sets; never part of desired state, never sent.
-    server_managed: ClassVar[frozenset[str]] = frozenset({"id", "selfUri", "etag", "dateCreated",
-                                                          "dateModified", "modifiedBy"})
+    server_managed: ClassVar[frozenset[str]] = frozenset(
+        {"id", "selfUri", "etag", "dateCreated", "dateModified", "modifiedBy"}
+    )
 
     def item_path(self, resource_id: str) -> str:
         return f"{self.collection_path}/{resource_id}"
@@ -154,8 +155,16 @@ class PromptAdapter(KindAdapter):
         return {"name": name, **body, "labels": labels}
 
     def spec_from_wire(self, body: dict[str, Any]) -> dict[str, Any]:
-        fields = ("version", "modelId", "maxTokens", "template", "variables", "contextRules",
-                  "functions", "variants")
+        fields = (
+            "version",
+            "modelId",
+            "maxTokens",
+            "template",
+            "variables",
+            "contextRules",
+            "functions",
+            "variants",
+        )
         spec = {k: body[k] for k in fields if k in body}
         if body.get("contextPolicyId") is not None:
             spec["contextPolicy"] = body["contextPolicyId"]
@@ -189,8 +198,10 @@ class ContextPolicyAdapter(KindAdapter):
         body: dict[str, Any] = {
             "id": name,
             "model_id": spec.get("modelId"),
-            "token_limit_matrix": {"hard_limit": limits.get("hardLimit"),
-                                   "soft_limit": limits.get("softLimit")},
+            "token_limit_matrix": {
+                "hard_limit": limits.get("hardLimit"),
+                "soft_limit": limits.get("softLimit"),
+            },
             "memory_retention_directives": {
                 "persist_system_prompts": retention.get("persistSystemPrompts"),
                 "retain_user_pii": retention.get("retainUserPii"),

@@ -58,9 +58,9 @@ class GatewayClient:
         page_count = int(first.get("pageCount") or 0)
         if not page_count and first.get("total"):
             page_count = math.ceil(int(first["total"]) / PAGE_SIZE)
-        rest = await asyncio.gather(*(
-            self._call("GET", path, params={**query, "pageNumber": n}) for n in range(2, page_count + 1)
-        ))
+        rest = await asyncio.gather(
+            *(self._call("GET", path, params={**query, "pageNumber": n}) for n in range(2, page_count + 1))
+        )
         for response in rest:
             entities.extend(response.json().get("entities", []))
         return entities
@@ -130,8 +130,15 @@ class GatewayClient:
 
     # --- writing -----------------------------------------------------------------------------
 
-    async def put(self, kind: Kind, live_id: str, body: dict[str, Any], *,
-                  if_match: str | None = None, create_only: bool = False) -> WriteResult:
+    async def put(
+        self,
+        kind: Kind,
+        live_id: str,
+        body: dict[str, Any],
+        *,
+        if_match: str | None = None,
+        create_only: bool = False,
+    ) -> WriteResult:
         """Upsert by client id. ``if_match`` guards an update; ``create_only`` a create."""
         headers = {"If-Match": if_match} if if_match else {}
         if create_only:
@@ -142,8 +149,9 @@ class GatewayClient:
 
     async def create_prompt(self, body: dict[str, Any]) -> WriteResult:
         """POST a new prompt. Never retried here on 5xx or a lost response: see apply."""
-        response = await self._call("POST", adapter_for(Kind.PROMPT).collection_path, json=body,
-                                    idempotent=False)
+        response = await self._call(
+            "POST", adapter_for(Kind.PROMPT).collection_path, json=body, idempotent=False
+        )
         stored = response.json()
         return WriteResult(str(stored["id"]), _etag_of(response, stored), stored)
 

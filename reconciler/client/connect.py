@@ -4,7 +4,8 @@ Resolution order, the same for every command (kubectl's habit: explicit beats am
 1. ``--env NAME`` or ``RECONCILER_ENV`` picks an environment of reconciler.yaml;
 2. otherwise ``GENESYS_BASE_URL`` or ``GENESYS_REGION`` with ``GENESYS_CLIENT_ID``/``_SECRET``;
 3. otherwise the embedded emulator, in-process, with its state in ``.reconciler/`` so that
-   ``apply`` then ``plan`` shows no changes.
+   ``apply`` then ``plan`` shows no changes (with the variables of the project's embedded
+   environment, if it defines one).
 Secrets are read from the environment variables the project names, never from files.
 """
 
@@ -21,16 +22,7 @@ import httpx
 from reconciler.client.api import GatewayClient
 from reconciler.client.http import Credentials, HttpSession, RateLimiter
 from reconciler.errors import ConfigError
-from reconciler.models import ProjectConfig
-
-REGIONS: dict[str, str] = {
-    "us-east-1": "mypurecloud.com", "eu-west-1": "mypurecloud.ie", "ap-southeast-2": "mypurecloud.com.au",
-    "ap-northeast-1": "mypurecloud.jp", "eu-central-1": "mypurecloud.de", "us-west-2": "usw2.pure.cloud",
-    "ca-central-1": "cac1.pure.cloud", "ap-northeast-2": "apne2.pure.cloud", "eu-west-2": "euw2.pure.cloud",
-    "ap-south-1": "aps1.pure.cloud", "sa-east-1": "sae1.pure.cloud", "me-central-1": "mec1.pure.cloud",
-    "ap-northeast-3": "apne3.pure.cloud", "eu-central-2": "euc2.pure.cloud", "mx-central-1": "mxc1.pure.cloud",
-    "ap-southeast-1": "apse1.pure.cloud", "us-east-2": "use2.us-gov-pure.cloud",
-}
+from reconciler.models import REGIONS, ProjectConfig
 
 EMBEDDED_CLIENT = Credentials("emulator-client", "emulator-secret")
 EMBEDDED_STATE = Path(".reconciler")
@@ -71,8 +63,14 @@ def _credentials(id_env: str, secret_env: str, environ: Mapping[str, str], where
 
 
 def embedded(state_dir: Path = EMBEDDED_STATE, environment: str = "") -> Connection:
-    return Connection(environment, "http://embedded.emulator", "http://embedded.emulator",
-                      EMBEDDED_CLIENT, {}, state_dir / "emulator.db")
+    return Connection(
+        environment,
+        "http://embedded.emulator",
+        "http://embedded.emulator",
+        EMBEDDED_CLIENT,
+        {},
+        state_dir / "emulator.db",
+    )
 
 
 def resolve(project: ProjectConfig, env_name: str | None, environ: Mapping[str, str]) -> Connection:
@@ -86,14 +84,25 @@ def resolve(project: ProjectConfig, env_name: str | None, environ: Mapping[str, 
         if env.embedded:
             return replace(embedded(), environment=name, variables=env.variables)
         base_url, login_url = _urls(env.region, env.base_url)
-        creds = _credentials(env.credentials.client_id_env, env.credentials.client_secret_env, environ,
-                             f"environment {name!r}")
+        creds = _credentials(
+            env.credentials.client_id_env, env.credentials.client_secret_env, environ, f"environment {name!r}"
+        )
         return Connection(name, base_url, login_url, creds, env.variables)
     if environ.get("GENESYS_BASE_URL") or environ.get("GENESYS_REGION"):
         base_url, login_url = _urls(environ.get("GENESYS_REGION"), environ.get("GENESYS_BASE_URL"))
         creds = _credentials("GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET", environ, "GENESYS_BASE_URL is set")
         return Connection("", base_url, login_url, creds, {})
+    fallback = default_environment(project)
+    if fallback is not None:
+        return replace(embedded(), environment=fallback, variables=project.environments[fallback].variables)
     return embedded()
+
+
+def default_environment(project: ProjectConfig) -> str | None:
+    """With nothing chosen, the project's embedded environment (if it has one) is the default,
+    so its variables apply and `reconciler plan` works on a fresh clone with no flags."""
+    embedded_envs = sorted(name for name, env in project.environments.items() if env.embedded)
+    return embedded_envs[0] if embedded_envs else None
 
 
 def _embedded_transport(db: Path) -> httpx.AsyncBaseTransport:
@@ -106,15 +115,28 @@ def _embedded_transport(db: Path) -> httpx.AsyncBaseTransport:
 
 
 @asynccontextmanager
-async def open_client(connection: Connection, *, parallelism: int = 10,
-                      transport: httpx.AsyncBaseTransport | None = None,
-                      seed: int | None = None) -> AsyncIterator[GatewayClient]:
+async def open_client(
+    connection: Connection,
+    *,
+    parallelism: int = 10,
+    transport: httpx.AsyncBaseTransport | None = None,
+    seed: int | None = None,
+) -> AsyncIterator[GatewayClient]:
     """A client for the connection, closed on exit. ``transport`` is the seam tests use."""
     if transport is None and connection.embedded_db is not None:
         transport = _embedded_transport(connection.embedded_db)
     limits = httpx.Limits(max_connections=max(parallelism, 4), max_keepalive_connections=max(parallelism, 4))
-    async with httpx.AsyncClient(base_url=connection.base_url, transport=transport, limits=limits,
-                                 timeout=httpx.Timeout(30.0, connect=10.0)) as http:
-        session = HttpSession(http, connection.credentials, login_url=connection.login_url,
-                              limiter=RateLimiter(), rng=random.Random(seed))
+    async with httpx.AsyncClient(
+        base_url=connection.base_url,
+        transport=transport,
+        limits=limits,
+        timeout=httpx.Timeout(30.0, connect=10.0),
+    ) as http:
+        session = HttpSession(
+            http,
+            connection.credentials,
+            login_url=connection.login_url,
+            limiter=RateLimiter(),
+            rng=random.Random(seed),
+        )
         yield GatewayClient(session, parallelism=parallelism)

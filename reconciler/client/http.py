@@ -63,8 +63,9 @@ class RateLimiter:
     ``allowed``), and pauses everyone for a 429's ``Retry-After``.
     """
 
-    def __init__(self, per_minute: float = DEFAULT_RATE_PER_MINUTE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, per_minute: float = DEFAULT_RATE_PER_MINUTE, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._set_rate(per_minute)
@@ -129,8 +130,13 @@ class Credentials:
 class TokenSource:
     """Client-credentials tokens, cached and refreshed shortly before they expire."""
 
-    def __init__(self, http: httpx.AsyncClient, login_url: str, credentials: Credentials,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        login_url: str,
+        credentials: Credentials,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._http = http
         self._url = login_url.rstrip("/") + "/oauth/token"
         self._credentials = credentials
@@ -157,16 +163,22 @@ class TokenSource:
         headers = {"Authorization": "Basic " + base64.b64encode(pair).decode()}
         self.requests += 1
         try:
-            response = await self._http.post(self._url, data={"grant_type": "client_credentials"},
-                                             headers=headers)
+            response = await self._http.post(
+                self._url, data={"grant_type": "client_credentials"}, headers=headers
+            )
         except httpx.HTTPError as exc:
-            raise TransportError(ApiErrorInfo(0, "transport", _describe(exc), method="POST",
-                                              url=self._url)) from None
+            raise TransportError(
+                ApiErrorInfo(0, "transport", _describe(exc), method="POST", url=self._url)
+            ) from None
         if response.status_code != 200:
             body = _json_or_empty(response)
-            info = ApiErrorInfo(response.status_code, str(body.get("error") or body.get("code") or ""),
-                                str(body.get("description") or body.get("message") or response.reason_phrase),
-                                method="POST", url=self._url)
+            info = ApiErrorInfo(
+                response.status_code,
+                str(body.get("error") or body.get("code") or ""),
+                str(body.get("description") or body.get("message") or response.reason_phrase),
+                method="POST",
+                url=self._url,
+            )
             if response.status_code >= 500:
                 raise ServerError(info)
             raise AuthError(info)
@@ -174,8 +186,11 @@ class TokenSource:
         self._token = str(body["access_token"])
         lifetime = float(body.get("expires_in", 86400))
         # A very short lifetime would otherwise make every request fetch a new token.
-        self._expires_at = self._clock() + lifetime if lifetime > 2 * TOKEN_REFRESH_MARGIN_S \
+        self._expires_at = (
+            self._clock() + lifetime
+            if lifetime > 2 * TOKEN_REFRESH_MARGIN_S
             else self._clock() + lifetime / 2 + TOKEN_REFRESH_MARGIN_S
+        )
 
 
 def _describe(exc: BaseException) -> str:
@@ -278,11 +293,13 @@ class HttpSession:
             all_headers = {"Authorization": f"Bearer {token}", **(headers or {})}
             self.stats.requests += 1
             try:
-                response = await self.http.request(method, path, json=json, params=params,
-                                                   headers=all_headers)
+                response = await self.http.request(
+                    method, path, json=json, params=params, headers=all_headers
+                )
             except httpx.HTTPError as exc:
-                error: ApiError = TransportError(ApiErrorInfo(0, "transport", _describe(exc),
-                                                              method=method, url=path))
+                error: ApiError = TransportError(
+                    ApiErrorInfo(0, "transport", _describe(exc), method=method, url=path)
+                )
             else:
                 self.limiter.observe(response.headers)
                 if response.status_code < 400:

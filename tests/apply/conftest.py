@@ -31,14 +31,25 @@ class Org:
         return response.json() if response.content else None
 
     def token(self) -> str:
-        response = httpx.post(f"{self.base_url}/oauth/token", data={"grant_type": "client_credentials"},
-                              auth=(CLIENT_ID, CLIENT_SECRET), timeout=10)
+        response = httpx.post(
+            f"{self.base_url}/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(CLIENT_ID, CLIENT_SECRET),
+            timeout=10,
+        )
         response.raise_for_status()
         return str(response.json()["access_token"])
 
-    def api(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
-        return httpx.request(method, f"{self.base_url}{path}", json=body, timeout=10,
-                             headers={"Authorization": f"Bearer {self.token()}", **(headers or {})})
+    def api(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        return httpx.request(
+            method,
+            f"{self.base_url}{path}",
+            json=body,
+            timeout=10,
+            headers={"Authorization": f"Bearer {self.token()}", **(headers or {})},
+        )
 
     def listing(self, path: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -51,8 +62,11 @@ class Org:
             page += 1
 
     def environ(self) -> dict[str, str]:
-        return {"GENESYS_BASE_URL": self.base_url, "GENESYS_CLIENT_ID": CLIENT_ID,
-                "GENESYS_CLIENT_SECRET": CLIENT_SECRET}
+        return {
+            "GENESYS_BASE_URL": self.base_url,
+            "GENESYS_CLIENT_ID": CLIENT_ID,
+            "GENESYS_CLIENT_SECRET": CLIENT_SECRET,
+        }
 
 
 @pytest.fixture

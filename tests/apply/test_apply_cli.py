@@ -93,14 +93,24 @@ def test_saved_plan_refused_when_manifests_changed(org: Org, project: Path) -> N
 def test_conflict_is_reported_and_nothing_of_theirs_overwritten(org: Org, project: Path) -> None:
     assert cli(org, "apply", "--auto-approve")[0] == 0
     manifest = project / "manifests" / "all.yaml"
-    manifest.write_text(manifest.read_text().replace("Current weather", "Weather now")
-                        .replace("Status of an order.", "Where an order is."))
+    manifest.write_text(
+        manifest.read_text()
+        .replace("Current weather", "Weather now")
+        .replace("Status of an order.", "Where an order is.")
+    )
     assert cli(org, "plan", "-o", "plan.json")[0] == 0
     # Someone edits func-weather in the UI after the plan was made.
     live = org.api("GET", "/api/v2/ai/llm/function-definitions/func-weather")
     edited = {**live.json(), "description": "Edited by a human"}
-    assert org.api("PUT", "/api/v2/ai/llm/function-definitions/func-weather", edited,
-                   {"If-Match": live.headers["ETag"]}).status_code == 200
+    assert (
+        org.api(
+            "PUT",
+            "/api/v2/ai/llm/function-definitions/func-weather",
+            edited,
+            {"If-Match": live.headers["ETag"]},
+        ).status_code
+        == 200
+    )
     code, out = cli(org, "apply", "plan.json")
     assert code == 3, out
     assert "conflict" in out.lower()
@@ -133,8 +143,15 @@ def test_rollback_of_a_resource_changed_since_is_a_conflict(org: Org, project: P
     assert code == 0
     run_id = json.loads((project / ".reconciler" / "journal.jsonl").read_text().splitlines()[0])["run_id"]
     live = org.api("GET", "/api/v2/ai/llm/function-definitions/func-orders")
-    assert org.api("PUT", "/api/v2/ai/llm/function-definitions/func-orders",
-                   {**live.json(), "description": "theirs"}, {"If-Match": live.headers["ETag"]}).status_code == 200
+    assert (
+        org.api(
+            "PUT",
+            "/api/v2/ai/llm/function-definitions/func-orders",
+            {**live.json(), "description": "theirs"},
+            {"If-Match": live.headers["ETag"]},
+        ).status_code
+        == 200
+    )
     code, out = cli(org, "rollback", run_id, "--auto-approve")
     assert code == 3, out
     assert org.api("GET", "/api/v2/ai/llm/function-definitions/func-orders").json()["description"] == "theirs"
@@ -151,14 +168,29 @@ def test_invalid_manifest_writes_nothing(org: Org, project: Path) -> None:
 
 
 def test_prune_never_deletes_unlabelled_resources(org: Org, project: Path) -> None:
-    theirs = {"id": "func-handmade", "name": "handmade", "description": "made by hand", "timeoutMillis": 1000,
-              "parameters": {"type": "object", "properties": {}}}
-    assert org.api("PUT", "/api/v2/ai/llm/function-definitions/func-handmade", theirs).status_code in (200, 201)
+    theirs = {
+        "id": "func-handmade",
+        "name": "handmade",
+        "description": "made by hand",
+        "timeoutMillis": 1000,
+        "parameters": {"type": "object", "properties": {}},
+    }
+    assert org.api("PUT", "/api/v2/ai/llm/function-definitions/func-handmade", theirs).status_code in (
+        200,
+        201,
+    )
     assert cli(org, "apply", "--auto-approve")[0] == 0
     manifest = project / "manifests" / "all.yaml"
     text = manifest.read_text()
-    manifest.write_text(text[: text.index("---\napiVersion: reconciler.genesys.cloud/v1\nkind: FunctionDefinition\n"
-                                          "metadata: {name: func-orders}")] + text[text.index("---\napiVersion: reconciler.genesys.cloud/v1\nkind: ContextPolicy"):])
+    manifest.write_text(
+        text[
+            : text.index(
+                "---\napiVersion: reconciler.genesys.cloud/v1\nkind: FunctionDefinition\n"
+                "metadata: {name: func-orders}"
+            )
+        ]
+        + text[text.index("---\napiVersion: reconciler.genesys.cloud/v1\nkind: ContextPolicy") :]
+    )
     code, out = cli(org, "apply", "--auto-approve", "--prune")
     assert code == 0, out
     ids = {f["id"] for f in org.listing("/api/v2/ai/llm/function-definitions")}

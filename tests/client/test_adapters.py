@@ -47,9 +47,12 @@ def test_function_wire_round_trip() -> None:
 
 def test_context_policy_uses_snake_case_on_the_wire_and_ratio_becomes_soft_limit() -> None:
     adapter = adapter_for(Kind.CONTEXT_POLICY)
-    spec = {"modelId": "genesys-llm-v4", "tokenLimits": {"hardLimit": 8000, "softLimitRatio": 0.75},
-            "retention": {"evictionPolicy": "fifo"}, "attributeMappings": [
-                {"source": "crm.tier", "attribute": "customerTier", "dataType": "string"}]}
+    spec = {
+        "modelId": "genesys-llm-v4",
+        "tokenLimits": {"hardLimit": 8000, "softLimitRatio": 0.75},
+        "retention": {"evictionPolicy": "fifo"},
+        "attributeMappings": [{"source": "crm.tier", "attribute": "customerTier", "dataType": "string"}],
+    }
     body = adapter.to_wire("policy-a", spec, {})
     assert body["token_limit_matrix"] == {"hard_limit": 8000, "soft_limit": 6000}
     assert body["memory_retention_directives"]["eviction_policy"] == "fifo"
@@ -60,8 +63,14 @@ def test_context_policy_uses_snake_case_on_the_wire_and_ratio_becomes_soft_limit
 
 def test_prompt_maps_context_policy_name_to_id_field() -> None:
     adapter = adapter_for(Kind.PROMPT)
-    spec = {"version": "1.0.0", "modelId": "genesys-llm-v4", "maxTokens": 1000, "template": "Hi {{ name }}",
-            "variables": [{"name": "name", "required": True}], "contextPolicy": "policy-a"}
+    spec = {
+        "version": "1.0.0",
+        "modelId": "genesys-llm-v4",
+        "maxTokens": 1000,
+        "template": "Hi {{ name }}",
+        "variables": [{"name": "name", "required": True}],
+        "contextPolicy": "policy-a",
+    }
     body = adapter.to_wire("greeter", spec, {})
     assert body["name"] == "greeter" and body["contextPolicyId"] == "policy-a"
     assert "contextPolicy" not in body
@@ -72,6 +81,13 @@ def test_prompt_maps_context_policy_name_to_id_field() -> None:
 
 def test_live_data_the_model_rejects_is_kept_not_hidden() -> None:
     adapter = adapter_for(Kind.FUNCTION_DEFINITION)
-    live = adapter.from_wire({"id": "f", "name": "f", "description": "d", "timeoutMillis": "soon",
-                              "parameters": {"type": "object"}})
+    live = adapter.from_wire(
+        {
+            "id": "f",
+            "name": "f",
+            "description": "d",
+            "timeoutMillis": "soon",
+            "parameters": {"type": "object"},
+        }
+    )
     assert live.spec["timeoutMillis"] == "soon"

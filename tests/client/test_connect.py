@@ -8,11 +8,13 @@ from reconciler.client.connect import resolve
 from reconciler.errors import ConfigError
 from reconciler.models import Environment, ProjectConfig
 
-PROJECT = ProjectConfig(environments={
-    "local": Environment(embedded=True, variables={"team": "demo"}),
-    "staging": Environment(region="eu-west-1"),
-    "custom": Environment(base_url="http://127.0.0.1:9999/"),
-})
+PROJECT = ProjectConfig(
+    environments={
+        "local": Environment(embedded=True, variables={"team": "demo"}),
+        "staging": Environment(region="eu-west-1"),
+        "custom": Environment(base_url="http://127.0.0.1:9999/"),
+    }
+)
 
 
 def test_nothing_set_means_embedded_emulator() -> None:

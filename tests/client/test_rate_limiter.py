@@ -44,7 +44,9 @@ def test_bucket_holds_requests_to_the_rate(fake_sleep: FakeClock) -> None:
 
 def test_headers_teach_the_rate_and_pause_when_the_window_is_used(fake_sleep: FakeClock) -> None:
     limiter = RateLimiter(per_minute=300, clock=fake_sleep)
-    limiter.observe({"inin-ratelimit-allowed": "60", "inin-ratelimit-count": "60", "inin-ratelimit-reset": "7"})
+    limiter.observe(
+        {"inin-ratelimit-allowed": "60", "inin-ratelimit-count": "60", "inin-ratelimit-reset": "7"}
+    )
     assert limiter.per_minute == 60
     asyncio.run(limiter.acquire())
     assert fake_sleep.now >= 7.0

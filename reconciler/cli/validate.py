@@ -1,0 +1,73 @@
+"""`reconciler validate`: every problem in the manifests, offline, in one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from reconciler.cli import main
+from reconciler.cli.options import env_option, format_option
+from reconciler.client.connect import default_environment
+from reconciler.errors import ConfigError, ManifestError, Problem
+from reconciler.loader import load_project
+from reconciler.rules import validate_manifests
+from reconciler.workspace import manifest_paths
+
+
+def _escape_annotation(text: str) -> str:
+    # GitHub workflow commands need %, CR and LF escaped in the message.
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _print(problems: list[Problem], output_format: str) -> None:
+    if output_format == "json":
+        click.echo(
+            json.dumps(
+                [
+                    {"file": p.file, "line": p.line, "col": p.col, "field": p.field, "message": p.message}
+                    for p in problems
+                ],
+                indent=2,
+            )
+        )
+    elif output_format == "github":
+        for p in problems:
+            message = f"{p.field}: {p.message}" if p.field else p.message
+            click.echo(f"::error file={p.file},line={p.line},col={p.col}::{_escape_annotation(message)}")
+    else:
+        for p in problems:
+            click.echo(str(p), err=True)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@env_option
+@format_option("text", "json", "github")
+def validate(paths: tuple[str, ...], env_name: str | None, output_format: str) -> None:
+    """Check manifests offline: YAML, schema, service rules, references, token budgets.
+
+    Exit codes: 0 valid, 1 invalid (every problem is listed, as file:line:col: field: message).
+    """
+    try:
+        project, found = load_project()
+        env_name = env_name or default_environment(project)
+        environment = None
+        if env_name:
+            environment = project.environments.get(env_name)
+            if environment is None:
+                known = ", ".join(sorted(project.environments)) or "none"
+                raise ConfigError(f"unknown environment {env_name!r} (reconciler.yaml defines: {known})")
+        project_dir = found.parent if found else Path(".")
+        targets = manifest_paths(project, project_dir, environment, paths)
+        manifests = validate_manifests(targets, environment.variables if environment else {})
+    except ManifestError as exc:
+        _print(exc.problems, output_format)
+        if output_format == "text":
+            click.echo(f"Error: {len(exc.problems)} problem(s) found.", err=True)
+        raise SystemExit(1) from None
+    if output_format == "json":
+        click.echo("[]")
+    else:
+        click.echo(f"{len(manifests.manifests)} manifests valid.")

@@ -1,0 +1,352 @@
+"""The audit journal: append-only JSON Lines, each record chained to the one before by SHA-256.
+
+Every record is one line ``{"seq", "ts", "run_id", "type", "data", "prev", "hash"}`` where
+``hash`` is the SHA-256 of the canonical JSON of the record without ``hash``, and ``prev`` the
+previous record's hash (64 zeros for the first). A line is written whole and fsync'd before the
+write it describes is sent, so a crash leaves at most one torn last line; opening the journal
+finds it, moves it to a side file ``<name>.torn-<timestamp>`` and reports it: never silently
+dropped, never accepted.
+
+A hash chain cannot see a cut-off tail by itself, so every run prints its final head hash and
+``verify(expect_head=...)`` fails when the journal no longer reaches that head.
+
+Record data, by type:
+  run_start     {actor, git_commit, plan_hash, environment, command}
+  intent        {change_id, action, kind, name, method, path, etag_before, body}
+  outcome       {change_id, action, kind, name, status, http_status, latency_ms, etag_before,
+                 etag_after, live_id, before, after, error, service_changed}
+  notification  {url, event, delivered, http_status, attempts, error}
+  run_end       {summary: {counts, p50_ms, p95_ms, success_rate}}
+Bodies are redacted by the caller before they reach the journal.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import JournalError
+
+GENESIS = "0" * 64
+
+
+class RecordType(StrEnum):
+    RUN_START = "run_start"
+    INTENT = "intent"
+    OUTCOME = "outcome"
+    NOTIFICATION = "notification"
+    RUN_END = "run_end"
+
+
+@dataclass(frozen=True)
+class JournalRecord:
+    seq: int
+    ts: str
+    run_id: str
+    type: RecordType
+    data: dict[str, Any]
+    prev: str
+    hash: str
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "run_id": self.run_id,
+            "type": self.type.value,
+            "data": self.data,
+            "prev": self.prev,
+        }
+
+
+@dataclass(frozen=True)
+class TornTail:
+    side_file: Path
+    size: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.size} bytes moved to {self.side_file}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    started: str
+    environment: str
+    actor: str
+    command: str
+    counts: dict[str, int]
+    finished: bool
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    records: int
+    head: str
+    problem: str = ""
+    line: int = 0
+
+
+def _digest(body: Mapping[str, Any]) -> str:
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _parse(line: str) -> JournalRecord:
+    raw = json.loads(line)
+    record = JournalRecord(
+        int(raw["seq"]),
+        str(raw["ts"]),
+        str(raw["run_id"]),
+        RecordType(raw["type"]),
+        dict(raw["data"]),
+        str(raw["prev"]),
+        str(raw["hash"]),
+    )
+    return record
+
+
+def _check(record: JournalRecord, prev: str, seq: int) -> str:
+    """Why ``record`` does not belong after ``prev`` at position ``seq`` ('' when it does)."""
+    if record.prev != prev:
+        return "its prev hash does not match the record before it (a record was removed or reordered)"
+    if record.seq != seq:
+        return f"sequence {record.seq} where {seq} was expected"
+    if _digest(record.body()) != record.hash:
+        return "its content does not match its hash (the record was edited)"
+    return ""
+
+
+def verify(path: Path, expect_head: str | None = None) -> VerifyReport:
+    """Check the whole chain; with ``expect_head``, also that the journal still reaches it."""
+    prev, count, seen_expected = GENESIS, 0, expect_head is None
+    if not path.exists():
+        return VerifyReport(
+            expect_head is None, 0, GENESIS, "" if expect_head is None else f"{path} does not exist"
+        )
+    with path.open("r", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                record = _parse(line)
+            except (ValueError, KeyError, TypeError) as exc:
+                return VerifyReport(
+                    False, count, prev, f"line {number} is not a journal record ({exc})", number
+                )
+            problem = _check(record, prev, count)
+            if problem:
+                return VerifyReport(False, count, prev, f"line {number}: {problem}", number)
+            prev, count = record.hash, count + 1
+            seen_expected = seen_expected or record.hash == expect_head
+    if not seen_expected:
+        return VerifyReport(
+            False,
+            count,
+            prev,
+            f"the journal no longer reaches head {expect_head} (records were cut off or replaced)",
+        )
+    return VerifyReport(True, count, prev)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return round(ordered[index], 2)
+
+
+def summarize(latencies_ms: Sequence[float], statuses: Sequence[str]) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    done = len(statuses)
+    good = counts.get("applied", 0) + counts.get("unchanged", 0)
+    return {
+        "counts": counts,
+        "p50_ms": percentile(latencies_ms, 0.5),
+        "p95_ms": percentile(latencies_ms, 0.95),
+        "success_rate": round(good / done, 4) if done else 1.0,
+    }
+
+
+def detect_actor() -> str:
+    try:
+        return os.environ.get("GITHUB_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def detect_git_commit() -> str | None:
+    if os.environ.get("GITHUB_SHA"):
+        return os.environ["GITHUB_SHA"]
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=2, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def write_step_summary(head: str, text: str) -> None:
+    """Add the run's summary and journal head to the GitHub step summary, when in Actions."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return
+    with open(target, "a", encoding="utf-8") as handle:
+        handle.write(f"{text}\n\nJournal head: `{head}`\n")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Journal:
+    """An open journal. Appends are serialized by a lock and fsync'd one by one."""
+
+    path: Path
+    clock: Callable[[], datetime] = _utc_now
+    set_aside: list[TornTail] = field(default_factory=list)
+    _head: str = GENESIS
+    _seq: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._recover()
+
+    def _recover(self) -> None:
+        """Find the chain's end; a torn or unverifiable LAST line is set aside, anything else fails."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        complete, tail = lines[:-1], lines[-1]  # tail is b"" when the file ends with a newline
+        prev, seq = GENESIS, 0
+        for number, raw in enumerate(complete, start=1):
+            try:
+                record = _parse(raw.decode("utf-8"))
+                problem = _check(record, prev, seq)
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                record, problem = None, f"unreadable ({exc})"
+            if problem:
+                if number == len(complete) and not tail:
+                    self._set_aside(data, sum(len(x) + 1 for x in complete[:-1]), f"last line {problem}")
+                    break
+                raise JournalError(f"{self.path}: line {number}: {problem}; run `reconciler journal verify`")
+            assert record is not None
+            prev, seq = record.hash, seq + 1
+        else:
+            if tail:
+                self._set_aside(
+                    data, len(data) - len(tail), "last line has no end (the writer was interrupted)"
+                )
+        self._head, self._seq = prev, seq
+
+    def _set_aside(self, data: bytes, keep: int, reason: str) -> None:
+        stamp = self.clock().strftime("%Y%m%dT%H%M%S%fZ")
+        side = self.path.with_name(f"{self.path.name}.torn-{stamp}")
+        side.write_bytes(data[keep:])
+        with self.path.open("r+b") as handle:
+            handle.truncate(keep)
+            os.fsync(handle.fileno())
+        self.set_aside.append(TornTail(side, len(data) - keep, reason))
+
+    @property
+    def head(self) -> str:
+        return self._head
+
+    def start_run(
+        self, *, actor: str, environment: str, plan_hash: str, git_commit: str | None, command: str
+    ) -> str:
+        run_id = self.clock().strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+        self.append(
+            run_id,
+            RecordType.RUN_START,
+            {
+                "actor": actor,
+                "git_commit": git_commit,
+                "plan_hash": plan_hash,
+                "environment": environment,
+                "command": command,
+            },
+        )
+        return run_id
+
+    def append(self, run_id: str, type: RecordType, data: Mapping[str, Any]) -> JournalRecord:
+        with self._lock:
+            body = {
+                "seq": self._seq,
+                "ts": self.clock().isoformat(timespec="milliseconds"),
+                "run_id": run_id,
+                "type": type.value,
+                "data": dict(data),
+                "prev": self._head,
+            }
+            # Round-trip through JSON so the hash covers exactly what a reader will parse.
+            body = json.loads(json.dumps(body, default=str))
+            record = JournalRecord(
+                body["seq"], body["ts"], run_id, type, body["data"], body["prev"], _digest(body)
+            )
+            line = json.dumps(
+                {**body, "hash": record.hash}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            )
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            self._head, self._seq = record.hash, self._seq + 1
+            return record
+
+    def records(self) -> Iterator[JournalRecord]:
+        if not self.path.exists():
+            return
+        with self.path.open("r", encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield _parse(line)
+
+    def run(self, run_id: str) -> list[JournalRecord]:
+        return [r for r in self.records() if r.run_id == run_id]
+
+    def runs(self) -> list[RunSummary]:
+        found: dict[str, dict[str, Any]] = {}
+        for record in self.records():
+            entry = found.setdefault(
+                record.run_id,
+                {
+                    "started": record.ts,
+                    "environment": "",
+                    "actor": "",
+                    "command": "",
+                    "counts": {},
+                    "finished": False,
+                },
+            )
+            if record.type is RecordType.RUN_START:
+                entry.update(
+                    environment=record.data.get("environment") or "",
+                    actor=record.data.get("actor") or "",
+                    command=record.data.get("command") or "",
+                )
+            elif record.type is RecordType.OUTCOME:
+                status = str(record.data.get("status"))
+                entry["counts"][status] = entry["counts"].get(status, 0) + 1
+            elif record.type is RecordType.RUN_END:
+                entry["finished"] = True
+        return [RunSummary(run_id, **entry) for run_id, entry in found.items()]

@@ -1,0 +1,504 @@
+"""The plan: what apply will do, change by change, in dependency order.
+
+This module is pure and should NOT produce any side effects: no I/O, no clock, no network, no
+mutable module state. ``make_plan`` pairs desired and live resources by ``ResourceKey`` (as
+gitops-engine's reconcile step does), asks ``diff.compare`` whether each pair differs, and orders
+the result in one place, ``order_changes``. The same frozen ``Plan`` is shown by ``plan``, saved as
+versioned JSON, and executed by ``apply``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, cast
+
+from reconciler.diff import (
+    BreakingChange,
+    FieldChange,
+    FieldChangeKind,
+    IgnoreRules,
+    Manifest,
+    ResourceDiff,
+    compare,
+    desired_document,
+    live_document,
+)
+from reconciler.models import (
+    MANAGED_BY_LABEL,
+    ContextPolicy,
+    Kind,
+    LiveResource,
+    Prompt,
+    ResourceKey,
+    key_of,
+)
+
+FORMAT_VERSION = "1.0"
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Action",
+    "Change",
+    "IgnoreRules",
+    "Plan",
+    "PlanOptions",
+    "check_live",
+    "make_plan",
+    "order_changes",
+    "plan_from_json",
+    "plan_to_json",
+    "references",
+]
+
+
+class Action(StrEnum):
+    """What apply does to one resource. ``symbol`` is what users see, as in Terraform's plans."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    NO_OP = "no-op"
+    ROLLBACK = "rollback"
+
+    @property
+    def symbol(self) -> str:
+        return _SYMBOLS[self]
+
+
+_SYMBOLS: Mapping[Action, str] = {
+    Action.CREATE: "+",
+    Action.UPDATE: "~",
+    Action.DELETE: "-",
+    Action.NO_OP: " ",
+    Action.ROLLBACK: "<",
+}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One resource's planned change. Documents are ``{"spec", "labels"}`` in manifest casing.
+
+    Per action, what each field holds:
+
+    - CREATE:   before None; after the document apply sends; diff None; etag None (the write is
+                create-only: If-None-Match or a unique name); live_id None (prompts get theirs
+                from the service).
+    - UPDATE:   before the live document; after the desired one as apply sends it; diff what
+                differs; etag the live etag seen at plan time, sent as If-Match; live_id the
+                server's id.
+    - DELETE:   before the live document; after None; diff None; etag sent as If-Match; live_id
+                the id deleted.
+    - NO_OP:    before the live document and after the same; diff None; etag and live_id as
+                observed (nothing is sent).
+    - ROLLBACK: like UPDATE, but after is an earlier body (from the journal), not git.
+
+    ``reason`` is for people, never parsed. ``depends_on`` names changes of the same plan that
+    must succeed first (a prompt waits for the functions/policy it references; a delete of a
+    function waits for the prompts that stop referencing it), so apply can run the rest
+    concurrently and skip the dependants of a change that failed. It is not for ordering output:
+    ``Plan.changes`` is already in dependency order.
+    """
+
+    action: Action
+    key: ResourceKey
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    diff: ResourceDiff | None
+    reason: str
+    etag: str | None
+    live_id: str | None
+    depends_on: tuple[ResourceKey, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What shapes a plan besides desired and live state.
+
+    ``targets`` follow Terraform: a targeted change brings along every change it depends on
+    (a targeted prompt brings the creation of the function it calls), transitively, because
+    applying it alone would fail. ``excludes`` follow Terraform's ``-exclude``: an excluded change
+    also leaves out every change that depends on it. Targets are applied first, then excludes.
+    """
+
+    project: str
+    prune: bool = False
+    targets: frozenset[ResourceKey] = frozenset()
+    excludes: frozenset[ResourceKey] = frozenset()
+    ignore: IgnoreRules = field(default_factory=IgnoreRules)
+    environment: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A whole plan. ``changes`` holds every planned key (no-ops too), dependency-ordered by
+    ``order_changes``. ``live_checks`` lists problems found by ``check_live`` (empty when fine).
+    ``manifests_digest`` pins the manifests the plan was made from (apply refuses a stale plan)."""
+
+    environment: str
+    project: str
+    manifests_digest: str
+    changes: tuple[Change, ...]
+    live_checks: tuple[str, ...] = ()
+    format_version: str = FORMAT_VERSION
+
+    def count(self, action: Action) -> int:
+        return sum(1 for c in self.changes if c.action is action)
+
+    @property
+    def creates(self) -> int:
+        return self.count(Action.CREATE)
+
+    @property
+    def updates(self) -> int:
+        """Updates, rollbacks included (both rewrite an existing resource)."""
+        return self.count(Action.UPDATE) + self.count(Action.ROLLBACK)
+
+    @property
+    def deletes(self) -> int:
+        return self.count(Action.DELETE)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.action is not Action.NO_OP for c in self.changes)
+
+
+# --- References ---------------------------------------------------------------------------------
+
+
+def _prompt_references(spec: Mapping[str, Any]) -> tuple[ResourceKey, ...]:
+    refs = [ResourceKey(Kind.FUNCTION_DEFINITION, str(f)) for f in spec.get("functions") or ()]
+    if spec.get("contextPolicy"):
+        refs.append(ResourceKey(Kind.CONTEXT_POLICY, str(spec["contextPolicy"])))
+    return tuple(refs)
+
+
+def references(manifest: Manifest) -> tuple[ResourceKey, ...]:
+    """The resources a manifest refers to (a prompt's functions and context policy)."""
+    if isinstance(manifest, Prompt):
+        refs = [ResourceKey(Kind.FUNCTION_DEFINITION, f) for f in manifest.spec.functions]
+        if manifest.spec.context_policy:
+            refs.append(ResourceKey(Kind.CONTEXT_POLICY, manifest.spec.context_policy))
+        return tuple(refs)
+    return ()
+
+
+def _document_references(key: ResourceKey, doc: Mapping[str, Any] | None) -> tuple[ResourceKey, ...]:
+    if key.kind is not Kind.PROMPT or doc is None:
+        return ()
+    return _prompt_references(doc.get("spec") or {})
+
+
+# --- Ordering -----------------------------------------------------------------------------------
+
+_REFERENCED_KINDS = (Kind.FUNCTION_DEFINITION, Kind.CONTEXT_POLICY)
+
+
+# THE order of a plan's changes, written once. Only prompts reference anything (functions and a
+# context policy), so dependencies are one level deep and four tiers order them completely:
+#   0. creates/updates/rollbacks/no-ops of FunctionDefinitions and ContextPolicies,
+#   1. creates/updates/rollbacks/no-ops of Prompts (they may reference tier 0),
+#   2. deletes of Prompts (after every create/update, and before what they referenced goes),
+#   3. deletes of FunctionDefinitions and ContextPolicies (reverse dependency order).
+# Within a tier: by kind, then name, so the same inputs always give the same plan.
+def _tier(change: Change) -> int:
+    referenced = change.key.kind in _REFERENCED_KINDS
+    if change.action is Action.DELETE:
+        return 3 if referenced else 2
+    return 0 if referenced else 1
+
+
+def order_changes(changes: Iterable[Change]) -> tuple[Change, ...]:
+    """``changes`` in THE plan order (see the comment above ``_tier``)."""
+    return tuple(sorted(changes, key=lambda c: (_tier(c), c.key.kind.value, c.key.name)))
+
+
+# --- Planning -----------------------------------------------------------------------------------
+
+
+def _closure(
+    start: Iterable[ResourceKey], edges: Mapping[ResourceKey, Iterable[ResourceKey]]
+) -> set[ResourceKey]:
+    seen: set[ResourceKey] = set()
+    todo = list(start)
+    while todo:
+        key = todo.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        todo.extend(edges.get(key, ()))
+    return seen
+
+
+def _select(changes: list[Change], options: PlanOptions) -> list[Change]:
+    """Apply --target (with dependencies) and --exclude (with dependants); see ``PlanOptions``."""
+    depends = {c.key: c.depends_on for c in changes}
+    keep = set(depends)
+    if options.targets:
+        keep &= _closure(options.targets, depends)
+    if options.excludes:
+        dependants: dict[ResourceKey, list[ResourceKey]] = {}
+        for c in changes:
+            for dep in c.depends_on:
+                dependants.setdefault(dep, []).append(c.key)
+        keep -= _closure(options.excludes, dependants)
+    return [
+        Change(
+            c.action,
+            c.key,
+            c.before,
+            c.after,
+            c.diff,
+            c.reason,
+            c.etag,
+            c.live_id,
+            tuple(d for d in c.depends_on if d in keep),
+        )
+        for c in changes
+        if c.key in keep
+    ]
+
+
+def make_plan(
+    desired: Sequence[Manifest], live: Sequence[LiveResource], options: PlanOptions, manifests_digest: str
+) -> Plan:
+    """Pair desired and live by key and decide each resource's action.
+
+    - In git, not live: CREATE. In both: UPDATE when ``compare`` finds a difference, else NO_OP.
+    - Live, not in git: DELETE only with ``options.prune`` AND only when the live resource is
+      labelled ``MANAGED_BY_LABEL = options.project``. An unlabelled live resource, or one
+      labelled for another project, is never deleted; without prune it simply does not appear.
+    - A prompt may reference a function or policy that is live but not in git: that is fine
+      (no dependency is recorded, nothing waits).
+    Raises ValueError when two manifests share a key (the loader reports that first, with files).
+    """
+    live_by_key = {r.key: r for r in live}
+    desired_by_key: dict[ResourceKey, Manifest] = {}
+    for manifest in desired:
+        key = key_of(manifest)
+        if key in desired_by_key:
+            raise ValueError(f"{key} is defined more than once in the manifests")
+        desired_by_key[key] = manifest
+
+    changes: list[Change] = []
+    for key, manifest in desired_by_key.items():
+        after = desired_document(manifest, options.project, options.ignore)
+        deps = tuple(dict.fromkeys(r for r in references(manifest) if r in desired_by_key))
+        current = live_by_key.get(key)
+        if current is None:
+            changes.append(
+                Change(Action.CREATE, key, None, after, None, "not in the live org", None, None, deps)
+            )
+            continue
+        before = live_document(current)
+        diff = compare(after, before, key.kind, options.ignore.pointers_for(key))
+        if diff:
+            count = len(diff.fields)
+            changes.append(
+                Change(
+                    Action.UPDATE,
+                    key,
+                    before,
+                    after,
+                    diff,
+                    f"live differs from git in {count} field{'s' if count != 1 else ''}",
+                    current.etag,
+                    current.id,
+                    deps,
+                )
+            )
+        else:
+            changes.append(
+                Change(
+                    Action.NO_OP, key, before, before, None, "live matches git", current.etag, current.id, ()
+                )
+            )
+
+    if options.prune:
+        deletes = [
+            Change(
+                Action.DELETE,
+                r.key,
+                live_document(r),
+                None,
+                None,
+                f"labelled {MANAGED_BY_LABEL}={options.project} and not in git (--prune)",
+                r.etag,
+                r.id,
+            )
+            for k, r in live_by_key.items()
+            if k not in desired_by_key and r.labels.get(MANAGED_BY_LABEL) == options.project
+        ]
+        # A delete of a function/policy waits for every prompt change that stops referencing it:
+        # the prompt's own delete, or its update to a body without the reference.
+        leaving = [
+            (c.key, _document_references(c.key, c.before))
+            for c in (*changes, *deletes)
+            if c.key.kind is Kind.PROMPT and c.action in (Action.UPDATE, Action.DELETE)
+        ]
+        changes += [
+            Change(
+                d.action,
+                d.key,
+                d.before,
+                d.after,
+                d.diff,
+                d.reason,
+                d.etag,
+                d.live_id,
+                tuple(sorted(k for k, refs in leaving if d.key in refs)),
+            )
+            for d in deletes
+        ]
+    return Plan(
+        options.environment, options.project, manifests_digest, order_changes(_select(changes, options))
+    )
+
+
+# --- Checks against the live org ----------------------------------------------------------------
+
+
+def check_live(
+    desired: Sequence[Manifest], models: Mapping[str, int], flows: Mapping[str, Mapping[str, str]]
+) -> list[str]:
+    """Rules that need the live org: known models (prompts and policies), a policy's hardLimit
+    within its model's max_tokens, a known flowId, and attributeMappings naming inputs the flow
+    declares with the same dataType. ``models`` maps model id -> max_tokens; ``flows`` maps flow
+    id -> {input name: dataType}. Each message names the resource, the field and the value."""
+    problems: list[str] = []
+    for manifest in desired:
+        key = key_of(manifest)
+        if not isinstance(manifest, Prompt | ContextPolicy):
+            continue
+        model_id = manifest.spec.model_id
+        if model_id not in models:
+            known = ", ".join(sorted(models)) or "none"
+            problems.append(
+                f"{key}: spec.modelId {model_id!r} is not a model of the live org (known: {known})"
+            )
+        if not isinstance(manifest, ContextPolicy):
+            continue
+        spec = manifest.spec
+        limit = models.get(model_id)
+        if limit is not None and spec.token_limits.hard_limit > limit:
+            problems.append(
+                f"{key}: spec.tokenLimits.hardLimit {spec.token_limits.hard_limit} is above "
+                f"model {model_id!r} max_tokens {limit}"
+            )
+        if spec.flow_id is None:
+            continue
+        inputs = flows.get(spec.flow_id)
+        if inputs is None:
+            problems.append(f"{key}: spec.flowId {spec.flow_id!r} is not a flow of the live org")
+            continue
+        for i, mapping in enumerate(spec.attribute_mappings):
+            declared = inputs.get(mapping.attribute)
+            where = f"{key}: spec.attributeMappings[{i}]"
+            if declared is None:
+                names = ", ".join(sorted(inputs)) or "none"
+                problems.append(
+                    f"{where}.attribute {mapping.attribute!r} is not an input of flow "
+                    f"{spec.flow_id!r} (inputs: {names})"
+                )
+            elif declared != mapping.data_type:
+                problems.append(
+                    f"{where}.dataType {mapping.data_type!r} does not match flow "
+                    f"{spec.flow_id!r} input {mapping.attribute!r} of dataType {declared!r}"
+                )
+    return problems
+
+
+# --- Saved plans (versioned JSON) ---------------------------------------------------------------
+
+_FIELD_KINDS: frozenset[str] = frozenset({"added", "removed", "changed"})
+
+
+def _diff_to_json(diff: ResourceDiff | None) -> dict[str, Any] | None:
+    if diff is None:
+        return None
+    return {
+        "fields": [
+            {"path": f.path, "before": f.before, "after": f.after, "kind": f.kind} for f in diff.fields
+        ],
+        "template_diffs": dict(diff.template_diffs),
+        "breaking": [{"path": b.path, "reason": b.reason} for b in diff.breaking],
+    }
+
+
+def _field_from_json(doc: Mapping[str, Any]) -> FieldChange:
+    if doc["kind"] not in _FIELD_KINDS:
+        raise ValueError(f"unknown field change kind {doc['kind']!r}")
+    return FieldChange(str(doc["path"]), doc["before"], doc["after"], cast(FieldChangeKind, doc["kind"]))
+
+
+def _diff_from_json(doc: Mapping[str, Any] | None) -> ResourceDiff | None:
+    if doc is None:
+        return None
+    return ResourceDiff(
+        tuple(_field_from_json(f) for f in doc["fields"]),
+        {str(k): str(v) for k, v in doc["template_diffs"].items()},
+        tuple(BreakingChange(str(b["path"]), str(b["reason"])) for b in doc["breaking"]),
+    )
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    """The plan as JSON-ready data (Terraform-style, versioned by ``format_version``)."""
+    return {
+        "format_version": plan.format_version,
+        "environment": plan.environment,
+        "project": plan.project,
+        "manifests_digest": plan.manifests_digest,
+        "live_checks": list(plan.live_checks),
+        "summary": {action.value: plan.count(action) for action in Action},
+        "changes": [
+            {
+                "action": c.action.value,
+                "kind": c.key.kind.value,
+                "name": c.key.name,
+                "before": c.before,
+                "after": c.after,
+                "diff": _diff_to_json(c.diff),
+                "reason": c.reason,
+                "etag": c.etag,
+                "live_id": c.live_id,
+                "depends_on": [str(d) for d in c.depends_on],
+            }
+            for c in plan.changes
+        ],
+    }
+
+
+def plan_from_json(doc: Mapping[str, Any]) -> Plan:
+    """Read what ``plan_to_json`` wrote; raises ValueError on an unknown ``format_version`` or a
+    malformed document. ``summary`` is derived data and is not read back."""
+    version = doc.get("format_version") if isinstance(doc, Mapping) else None
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"unsupported plan format_version {version!r} (this reconciler reads {FORMAT_VERSION})"
+        )
+    try:
+        changes = tuple(
+            Change(
+                Action(c["action"]),
+                ResourceKey(Kind(c["kind"]), str(c["name"])),
+                c["before"],
+                c["after"],
+                _diff_from_json(c["diff"]),
+                str(c["reason"]),
+                c["etag"],
+                c["live_id"],
+                tuple(ResourceKey.parse(d) for d in c["depends_on"]),
+            )
+            for c in doc["changes"]
+        )
+        return Plan(
+            str(doc["environment"]),
+            str(doc["project"]),
+            str(doc["manifests_digest"]),
+            changes,
+            tuple(str(p) for p in doc["live_checks"]),
+            version,
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed plan document: {type(exc).__name__}: {exc}") from None

@@ -1,0 +1,461 @@
+"""Showing a plan: Terraform-like text, versioned JSON, and Markdown chunks for PR comments.
+
+This module is pure and should NOT produce any side effects: no I/O, no clock, no network, no
+mutable module state. Renderers take a ``Plan`` and return strings.
+
+Every renderer takes ``redact(kind, spec) -> spec`` (e.g. ``Redactor.resource``), applied to the
+before/after specs of every change before anything is shown; field values and template diffs
+are taken from the redacted sides too, so a sensitive value never leaks through the diff.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.diff import (
+    BreakingChange,
+    FieldChange,
+    ResourceDiff,
+    canonical,
+    line_diff,
+    split_pointer,
+    templates,
+)
+from reconciler.models import Kind, ResourceKey
+from reconciler.plan import Action, Change, Plan, plan_to_json
+
+Redact = Callable[[Kind, dict[str, Any]], dict[str, Any]]
+
+# GitHub's limit on one comment, in characters.
+COMMENT_LIMIT = 65_536
+
+_MISSING = object()
+_TEMPLATE_PATH = re.compile(r"^/spec/(?:template|variants/\d+/template)$")
+
+# --- Redaction ----------------------------------------------------------------------------------
+
+
+def _resolve(doc: Any, pointer: str) -> Any:
+    """The value at ``pointer``; a non-container met on the way is returned as is (a redaction
+    replaced the whole subtree with its marker); ``_MISSING`` when the path is not there."""
+    node = doc
+    for segment in split_pointer(pointer):
+        if isinstance(node, dict):
+            if segment not in node:
+                return _MISSING
+            node = node[segment]
+        elif isinstance(node, list):
+            if not segment.isdigit() or int(segment) >= len(node):
+                return _MISSING
+            node = node[int(segment)]
+        else:
+            return node
+    return node
+
+
+def _redacted_field(change: FieldChange, before: Any, after: Any) -> FieldChange:
+    old = None if change.kind == "added" else _resolve(before, change.path)
+    new = None if change.kind == "removed" else _resolve(after, change.path)
+    old = change.before if old is _MISSING else old
+    new = change.after if new is _MISSING else new
+    return FieldChange(change.path, old, new, change.kind)
+
+
+def _redacted_breaking(
+    item: BreakingChange, before: Any, after: Any, plain_before: Any, plain_after: Any
+) -> BreakingChange:
+    touched = _resolve(before, item.path) != _resolve(plain_before, item.path) or _resolve(
+        after, item.path
+    ) != _resolve(plain_after, item.path)
+    return BreakingChange(item.path, "breaking change to a sensitive field") if touched else item
+
+
+def redact_change(change: Change, redact: Redact | None) -> Change:
+    """``change`` with both specs passed through ``redact`` and its diff's values taken from them."""
+    if redact is None:
+        return change
+    kind = change.key.kind
+
+    def side(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if doc is None else {**doc, "spec": redact(kind, dict(doc.get("spec") or {}))}
+
+    before, after = side(change.before), side(change.after)
+    diff = change.diff
+    if diff is not None and (before != change.before or after != change.after):
+        # Diff paths index the canonical documents (sorted set-like lists): resolve against those.
+        red_before, red_after = canonical(before or {}, kind), canonical(after or {}, kind)
+        old_texts = templates((red_before or {}).get("spec") or {})
+        new_texts = templates((red_after or {}).get("spec") or {})
+        diff = ResourceDiff(
+            tuple(_redacted_field(f, red_before, red_after) for f in diff.fields),
+            {
+                name: line_diff(old_texts.get(name, ""), new_texts.get(name, ""), name)
+                for name in diff.template_diffs
+            },
+            tuple(
+                _redacted_breaking(
+                    b,
+                    red_before,
+                    red_after,
+                    canonical(change.before or {}, kind),
+                    canonical(change.after or {}, kind),
+                )
+                for b in diff.breaking
+            ),
+        )
+    return Change(
+        change.action,
+        change.key,
+        before,
+        after,
+        diff,
+        change.reason,
+        change.etag,
+        change.live_id,
+        change.depends_on,
+    )
+
+
+def redact_plan(plan: Plan, redact: Redact | None) -> Plan:
+    """``plan`` with every change redacted (see ``redact_change``); use it before saving a plan."""
+    if redact is None:
+        return plan
+    return Plan(
+        plan.environment,
+        plan.project,
+        plan.manifests_digest,
+        tuple(redact_change(c, redact) for c in plan.changes),
+        plan.live_checks,
+        plan.format_version,
+    )
+
+
+# --- What every format shows --------------------------------------------------------------------
+
+
+def summary_line(plan: Plan) -> str:
+    return f"Plan: {plan.creates} to create, {plan.updates} to update, {plan.deletes} to delete."
+
+
+NO_CHANGES = "No changes. Live org matches the manifests."
+
+_VERB = {
+    Action.CREATE: "will be created",
+    Action.UPDATE: "will be updated in place",
+    Action.DELETE: "will be deleted",
+    Action.ROLLBACK: "will be rolled back",
+    Action.NO_OP: "is unchanged",
+}
+_FIELD_SYMBOL = {"added": "+", "removed": "-", "changed": "~"}
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _field_text(change: FieldChange) -> str:
+    match change.kind:
+        case "added":
+            shown = _value(change.after)
+        case "removed":
+            shown = _value(change.before)
+        case _:
+            shown = f"{_value(change.before)} -> {_value(change.after)}"
+    return f"{_FIELD_SYMBOL[change.kind]} {change.path}: {shown}"
+
+
+@dataclass(frozen=True)
+class _Lines:
+    """What an update shows: field lines with their breaking flags, template diffs, and the
+    breaking changes no field line carries."""
+
+    fields: tuple[tuple[FieldChange, str | None], ...]
+    template_diffs: tuple[tuple[str, str], ...]
+    unplaced: tuple[BreakingChange, ...]
+
+
+def _update_lines(diff: ResourceDiff) -> _Lines:
+    pending = list(diff.breaking)
+    fields: list[tuple[FieldChange, str | None]] = []
+    for f in diff.fields:
+        if f.kind == "changed" and _TEMPLATE_PATH.match(f.path) and diff.template_diffs:
+            continue  # shown as a line diff instead of two long strings
+        flag = next((b for b in pending if f.path == b.path or f.path.startswith(b.path + "/")), None)
+        if flag is not None:
+            pending.remove(flag)
+        fields.append((f, flag.reason if flag else None))
+    return _Lines(tuple(fields), tuple(diff.template_diffs.items()), tuple(pending))
+
+
+def _spec_fields(doc: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    """Top-level fields of a document for create: /spec/<field> and /labels."""
+    if not doc:
+        return []
+    out: list[tuple[str, Any]] = [(f"/spec/{k}", v) for k, v in sorted((doc.get("spec") or {}).items())]
+    if doc.get("labels"):
+        out.append(("/labels", doc["labels"]))
+    return out
+
+
+# --- Text ---------------------------------------------------------------------------------------
+
+_ANSI = {"+": "\033[32m", "-": "\033[31m", "~": "\033[33m", "<": "\033[36m", "@": "\033[36m"}
+_RESET, _BOLD, _ALARM = "\033[0m", "\033[1m", "\033[1;31m"
+
+
+def _paint(text: str, code: str, color: bool) -> str:
+    return f"{code}{text}{_RESET}" if color and code else text
+
+
+def _diff_line(line: str, color: bool) -> str:
+    if line.startswith(("---", "+++")):
+        return _paint(line, _BOLD, color)
+    return _paint(line, _ANSI.get(line[:1], ""), color)
+
+
+def _text_block(change: Change, color: bool) -> list[str]:
+    symbol = change.action.symbol
+    lines = [
+        f"  {_paint('# ' + str(change.key), _BOLD, color)} {_VERB[change.action]} ({change.reason})",
+        f"  {_paint(symbol, _ANSI.get(symbol, ''), color)} {change.key}",
+    ]
+    indent = " " * 6
+    if change.action is Action.CREATE:
+        for path, value in _spec_fields(change.after):
+            if isinstance(value, str) and "\n" in value:
+                lines.append(f"{indent}{_paint('+', _ANSI['+'], color)} {path}: <<EOT")
+                lines.extend(f"{indent}    {line}" for line in value.splitlines())
+                lines.append(f"{indent}    EOT")
+            else:
+                lines.append(f"{indent}{_paint('+', _ANSI['+'], color)} {path}: {_value(value)}")
+    elif change.diff is not None:
+        shown = _update_lines(change.diff)
+        for f, breaking in shown.fields:
+            text = _field_text(f)
+            line = f"{indent}{_paint(text[0], _ANSI[text[0]], color)}{text[1:]}"
+            if breaking:
+                line += "  " + _paint(f"(BREAKING: {breaking})", _ALARM, color)
+            lines.append(line)
+        for name, text in shown.template_diffs:
+            lines.append(f"{indent}{_paint('~', _ANSI['~'], color)} {name}:")
+            lines.extend(f"{indent}    {_diff_line(line, color)}" for line in text.splitlines())
+        for b in shown.unplaced:
+            lines.append(f"{indent}" + _paint(f"(BREAKING: {b.reason} at {b.path})", _ALARM, color))
+    return lines
+
+
+def render_text(plan: Plan, color: bool = False, redact: Redact | None = None) -> str:
+    """The plan as a person reads it in a terminal; ANSI colors only when ``color``."""
+    lines: list[str] = []
+    if plan.live_checks:
+        lines.append(_paint("Live checks failed:", _ALARM, color))
+        lines.extend(f"  - {problem}" for problem in plan.live_checks)
+        lines.append("")
+    changed = [redact_change(c, redact) for c in plan.changes if c.action is not Action.NO_OP]
+    if not changed:
+        lines.append(NO_CHANGES)
+        return "\n".join(lines) + "\n"
+    where = f" in {plan.environment}" if plan.environment else ""
+    lines += [f"Reconciler will perform the following actions{where}:", ""]
+    for change in changed:
+        lines.extend(_text_block(change, color))
+        lines.append("")
+    lines.append(_paint(summary_line(plan), _BOLD, color))
+    return "\n".join(lines) + "\n"
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+
+
+def render_json(plan: Plan, redact: Redact | None = None) -> str:
+    """``plan_to_json`` of the (redacted) plan, keys sorted: what ``plan -o`` saves."""
+    return (
+        json.dumps(plan_to_json(redact_plan(plan, redact)), indent=2, sort_keys=True, ensure_ascii=False)
+        + "\n"
+    )
+
+
+# --- Markdown -----------------------------------------------------------------------------------
+
+_CONTINUED = "(continued, part {k} of {n})"
+# Room kept in every chunk for the continuation line, so a chunk never needs repacking.
+_CONTINUED_ROOM = 64
+_TRUNCATED = (
+    "_Truncated: {cut:,} of {total:,} characters of this section were cut to fit a comment; "
+    "the full diff is in the JSON plan._"
+)
+
+
+def _fence(text: str, lang: str) -> str:
+    """A code block its content can never close early: the fence is longer than any backtick
+    run inside (CommonMark closes a fence only with a run at least as long)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text}\n{fence}"
+
+
+def _inline(text: str) -> str:
+    """User text outside code blocks: no HTML, no code spans, no table breaks."""
+    return html.escape(text).replace("`", "&#96;").replace("|", "&#124;").replace("\n", " ")
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One piece of a resource section: prose, or a code block (``lang`` set) cut by lines."""
+
+    text: str
+    lang: str | None = None
+
+    def render(self) -> str:
+        return _fence(self.text, self.lang) if self.lang is not None else self.text
+
+
+def _section_blocks(change: Change, preview: str | None) -> list[_Block]:
+    blocks = [_Block(f"_{_inline(change.reason)}_")]
+    diff = change.diff
+    if diff is not None and diff.breaking:
+        blocks.append(
+            _Block(
+                "**Breaking changes**\n\n"
+                + "\n".join(
+                    f"- ⚠️ {_inline(b.reason)} (<code>{_inline(b.path)}</code>)" for b in diff.breaking
+                )
+            )
+        )
+    if change.action is Action.CREATE and change.after is not None:
+        blocks.append(_Block(json.dumps(change.after, indent=2, sort_keys=True, ensure_ascii=False), "json"))
+    elif diff is not None:
+        shown = _update_lines(diff)
+        if shown.fields:
+            blocks.append(
+                _Block(
+                    "\n".join(_field_text(f) + (f"  (BREAKING: {b})" if b else "") for f, b in shown.fields),
+                    "diff",
+                )
+            )
+        for name, text in shown.template_diffs:
+            blocks.append(_Block(f"**<code>{_inline(name)}</code>**"))
+            blocks.append(_Block(text, "diff"))
+    if preview is not None:
+        blocks.append(_Block("**Rendered prompt**"))
+        blocks.append(_Block(preview, "diff"))
+    return blocks
+
+
+def _summary(change: Change) -> str:
+    breaking = " ⚠️ BREAKING" if change.diff is not None and change.diff.breaking else ""
+    return (
+        f"<details><summary><code>{html.escape(change.action.symbol.strip() or '=')}</code> "
+        f"{change.action.value} <b>{_inline(str(change.key))}</b>{breaking}</summary>"
+    )
+
+
+def _section(change: Change, preview: str | None, budget: int) -> str:
+    """One resource's collapsible section, at most ``budget`` characters: whole when it fits,
+    else cut (whole blocks first, then a code block by lines) with a note saying how much."""
+    head, tail = _summary(change) + "\n\n", "\n\n</details>"
+    rendered = [b.render() for b in _section_blocks(change, preview)]
+    body = "\n\n".join(rendered)
+    if len(head) + len(body) + len(tail) <= budget:
+        return head + body + tail
+    total = len(body)
+    room = budget - len(head) - len(tail) - len(_TRUNCATED.format(cut=total, total=total)) - 2
+    kept: list[str] = []
+    used = 0
+    for block, text in zip(_section_blocks(change, preview), rendered, strict=True):
+        sep = 2 if kept else 0
+        if used + sep + len(text) <= room:
+            kept.append(text)
+            used += sep + len(text)
+            continue
+        if block.lang is not None:
+            lines: list[str] = []
+            for line in block.text.splitlines():
+                candidate = _fence("\n".join([*lines, line]), block.lang)
+                if used + sep + len(candidate) > room:
+                    break
+                lines.append(line)
+            if lines:
+                part = _fence("\n".join(lines), block.lang)
+                kept.append(part)
+                used += sep + len(part)
+        break
+    cut_body = "\n\n".join(kept)
+    note = _TRUNCATED.format(cut=total - len(cut_body), total=total)
+    return head + (cut_body + "\n\n" if cut_body else "") + note + tail
+
+
+def _table_pieces(rows: Sequence[str], budget: int) -> list[str]:
+    """The summary table split into pieces that each fit ``budget``, each with its header."""
+    header = "| Action | Kind | Name | Breaking |\n|---|---|---|---|"
+    pieces: list[str] = []
+    current = header
+    for row in rows:
+        if len(current) + 1 + len(row) > budget and current != header:
+            pieces.append(current)
+            current = header
+        current += "\n" + row
+    pieces.append(current)
+    return pieces
+
+
+def _pack(sections: Sequence[str], budget: int) -> list[str]:
+    chunks: list[str] = []
+    current = ""
+    for section in sections:
+        if current and len(current) + 2 + len(section) > budget:
+            chunks.append(current)
+            current = ""
+        current = f"{current}\n\n{section}" if current else section
+    chunks.append(current)
+    return chunks
+
+
+def render_markdown(
+    plan: Plan,
+    limit: int = COMMENT_LIMIT,
+    previews: Mapping[ResourceKey, str] | None = None,
+    redact: Redact | None = None,
+) -> list[str]:
+    """The plan as PR-comment chunks, each shorter than ``limit`` characters.
+
+    The first chunk starts with the summary (counts, live-check problems, a table of every
+    change); then one ``<details>`` section per changed resource. A section is never split; one
+    larger than a chunk is cut with a note saying how much. Code blocks and ``<details>`` are
+    balanced in every chunk. Each chunk after the first starts with "(continued, part k of n)".
+    ``previews`` maps a prompt's key to a diff of its rendered prompt (made by the caller).
+    """
+    budget = limit - 1 - _CONTINUED_ROOM
+    if budget < 1024:
+        raise ValueError(f"a Markdown chunk limit of {limit} characters is too small to be useful")
+    changed = [redact_change(c, redact) for c in plan.changes if c.action is not Action.NO_OP]
+    env = f" for <code>{_inline(plan.environment)}</code>" if plan.environment else ""
+    head = [f"### Reconciler plan{env}", ""]
+    if plan.live_checks:
+        head += ["**Live checks failed:**", "", *(f"- {_inline(p)}" for p in plan.live_checks), ""]
+    if not changed:
+        head.append(NO_CHANGES)
+        return ["\n".join(head) + "\n"]
+    breaking = sum(1 for c in changed if c.diff is not None and c.diff.breaking)
+    head.append(f"**{summary_line(plan)}**" + (f" ⚠️ {breaking} with breaking changes." if breaking else ""))
+    rows = [
+        f"| <code>{html.escape(c.action.symbol.strip() or '=')}</code> {c.action.value} "
+        f"| {c.key.kind.value} | <code>{_inline(c.key.name)}</code> "
+        f"| {'⚠️ yes' if c.diff is not None and c.diff.breaking else ''} |"
+        for c in changed
+    ]
+    sections = ["\n".join(head), *_table_pieces(rows, budget)]
+    sections += [_section(c, (previews or {}).get(c.key), budget) for c in changed]
+    chunks = _pack(sections, budget)
+    if len(chunks) == 1:
+        return [chunks[0] + "\n"]
+    n = len(chunks)
+    return [
+        chunk + "\n" if k == 1 else f"{_CONTINUED.format(k=k, n=n)}\n\n{chunk}\n"
+        for k, chunk in enumerate(chunks, start=1)
+    ]
