@@ -75,9 +75,13 @@ class ApplyResult:
 
     @property
     def exit_code(self) -> int:
-        if self.count(Status.FAILED) or self.count(Status.SKIPPED):
+        # Changes are only skipped because something they depend on failed or conflicted, so
+        # the cause decides: any failure is an error (1); otherwise conflicts make it 3.
+        if self.count(Status.FAILED):
             return 1
-        return 3 if self.count(Status.CONFLICT) else 0
+        if self.count(Status.CONFLICT):
+            return 3
+        return 1 if self.count(Status.SKIPPED) else 0
 
 
 @dataclass

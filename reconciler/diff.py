@@ -285,7 +285,9 @@ def _comparable(doc: Mapping[str, Any], kind: Kind, ignore: Sequence[str]) -> di
 
 def deep_diff(before: Any, after: Any) -> Any:
     """DeepDiff's tree view of two canonical documents (a seam: tests count calls through it)."""
-    return DeepDiff(before, after, view="tree", verbose_level=2)
+    # threshold_to_diff_deeper=0: always name the leaves, never "this whole mapping changed"
+    # (DeepDiff's default does that when few keys are shared, e.g. labels {} -> {a: b}).
+    return DeepDiff(before, after, view="tree", verbose_level=2, threshold_to_diff_deeper=0)
 
 
 def _field_changes(tree: Any) -> tuple[FieldChange, ...]:

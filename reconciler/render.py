@@ -301,7 +301,7 @@ def _fence(text: str, lang: str) -> str:
 
 def _inline(text: str) -> str:
     """User text outside code blocks: no HTML, no code spans, no table breaks."""
-    return html.escape(text).replace("`", "&#96;").replace("|", "&#124;").replace("\n", " ")
+    return html.escape(text, quote=False).replace("`", "&#96;").replace("|", "&#124;").replace("\n", " ")
 
 
 @dataclass(frozen=True)

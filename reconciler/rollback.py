@@ -30,6 +30,14 @@ def _contains_redaction(doc: Any) -> bool:
     return isinstance(doc, str) and (doc.startswith(REDACTED_MARK) or doc == "***")
 
 
+def _references(doc: dict[str, Any] | None) -> set[ResourceKey]:
+    spec = (doc or {}).get("spec") or {}
+    refs = {ResourceKey(Kind.FUNCTION_DEFINITION, str(f)) for f in spec.get("functions") or []}
+    if spec.get("contextPolicy"):
+        refs.add(ResourceKey(Kind.CONTEXT_POLICY, str(spec["contextPolicy"])))
+    return refs
+
+
 def rollback_changes(records: Iterable[JournalRecord]) -> tuple[list[Change], list[str]]:
     """Reverse changes for every applied outcome, and the reasons some could not be reversed."""
     changes: list[Change] = []
@@ -82,22 +90,16 @@ def rollback_changes(records: Iterable[JournalRecord]) -> tuple[list[Change], li
                 changes.append(Change(Action.CREATE, key, None, before, None, reason, None, None, ()))
             case _:
                 continue
-    # Undo strictly in reverse order: each step waits for the one before it, so a prompt is
-    # deleted before the function it referenced, exactly mirroring how the run created them.
-    chained = [
-        Change(
-            c.action,
-            c.key,
-            c.before,
-            c.after,
-            c.diff,
-            c.reason,
-            c.etag,
-            c.live_id,
-            (changes[i - 1].key,) if i else (),
-        )
-        for i, c in enumerate(changes)
-    ]
+    # Dependencies follow the references in the bodies, as in a plan: a prompt is deleted before
+    # the function it referenced, and re-created after it.
+    keys = {c.key for c in changes}
+    chained = []
+    for c in changes:
+        if c.action is Action.DELETE:
+            deps = tuple(o.key for o in changes if o.action is Action.DELETE and c.key in _references(o.before))
+        else:
+            deps = tuple(k for k in _references(c.after) if k in keys)
+        chained.append(Change(c.action, c.key, c.before, c.after, c.diff, c.reason, c.etag, c.live_id, deps))
     return chained, refused
 
 

@@ -1,0 +1,1 @@
+"""The bundled Genesys Cloud LLM Gateway emulator (see app.py)."""
