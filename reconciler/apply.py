@@ -37,8 +37,9 @@ from reconciler.notify import Event, WebhookTarget, deliver
 from reconciler.plan import Action, Change, Plan
 from reconciler.redact import Redactor
 
-# A lost prompt create is looked up and re-sent at most this many times.
-CREATE_ATTEMPTS = 4
+# A prompt create is sent at most this many times (as many as any other request), each retry
+# after looking it up by name, so a lost response never leads to a duplicate.
+CREATE_ATTEMPTS = 6
 
 
 class Status(StrEnum):

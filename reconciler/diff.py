@@ -177,15 +177,6 @@ def pointer_of(segments: Iterable[str | int]) -> str:
     return "".join("/" + _escape(s) for s in segments)
 
 
-def _matches(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
-    if not pattern:
-        return not path
-    head, rest = pattern[0], pattern[1:]
-    if head == "**":
-        return any(_matches(rest, path[i:]) for i in range(len(path) + 1))
-    return bool(path) and (head in ("*", path[0])) and _matches(rest, path[1:])
-
-
 _SET_LIKE_PATTERNS: Mapping[Kind | None, tuple[tuple[str, ...], ...]] = {
     **{kind: tuple(split_pointer(p) for p in paths) for kind, paths in SET_LIKE_PATHS.items()},
     # Without a kind, every kind's paths apply: they never collide (no kind has another's fields).
@@ -197,23 +188,50 @@ def _sort_key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
-def _canonical(value: Any, path: tuple[str, ...], patterns: tuple[tuple[str, ...], ...]) -> Any:
+def _plain(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _canonical(value[k], (*path, str(k)), patterns) for k in sorted(value)}
+        return {k: _plain(value[k]) for k in sorted(value)}
     if isinstance(value, list):
-        items = [_canonical(v, (*path, str(i)), patterns) for i, v in enumerate(value)]
-        if any(_matches(p, path) for p in patterns):
-            items.sort(key=_sort_key)
-        return items
+        return [_plain(v) for v in value]
     if type(value) is float and value.is_integer():
         return int(value)
     return value
 
 
+def _sort_sets(node: Any, pattern: tuple[str, ...]) -> None:
+    """Sort, in place, the lists ``pattern`` names below ``node`` (a fresh canonical copy).
+    Walking along the pattern, not the whole tree with paths, keeps this cheap: it runs on
+    every resource of every plan."""
+    if not pattern:
+        return
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        _sort_sets(node, rest)
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                _sort_sets(child, pattern)
+        return
+    if isinstance(node, dict):
+        found = list(node.values()) if head == "*" else [node[head]] if head in node else []
+    elif isinstance(node, list):
+        found = node if head == "*" else [node[int(head)]] if head.isdigit() and int(head) < len(node) else []
+    else:
+        return
+    for child in found:
+        if rest:
+            _sort_sets(child, rest)
+        elif isinstance(child, list):
+            child.sort(key=_sort_key)
+
+
 def canonical(doc: Any, kind: Kind | None = None) -> Any:
     """``doc`` ({"spec", "labels"}) with keys sorted, set-like lists sorted, integral floats as
     ints. A new value; ``doc`` is not changed. Without ``kind`` every kind's set-like paths apply."""
-    return _canonical(doc, (), _SET_LIKE_PATTERNS[kind])
+    out = _plain(doc)
+    for pattern in _SET_LIKE_PATTERNS[kind]:
+        _sort_sets(out, pattern)
+    return out
 
 
 def _digest(canonical_doc: Any) -> str:

@@ -204,8 +204,9 @@ def _maybe_fail(state: State, faults: Faults) -> None:
     draw = state.rng.random()
     for status, probability in sorted(faults.fail.items()):
         if draw < probability:
-            headers = {"Retry-After": "1"} if status == 429 else {}
-            message = ("Rate limit exceeded the maximum. Retry the request in [1] seconds" if status == 429
+            wait = faults.retry_after_s
+            headers = {"Retry-After": str(wait)} if status == 429 else {}
+            message = (f"Rate limit exceeded the maximum. Retry the request in [{wait}] seconds" if status == 429
                        else f"injected fault {status}")
             raise ApiProblem(status, message, headers=headers)
         draw -= probability
@@ -323,14 +324,23 @@ def _check_preconditions(state: State, request: Request, current: dict[str, Any]
         raise ApiProblem(428, "updating an existing resource requires If-Match with its ETag")
 
 
-def _concurrent_edit(state: State, kind: str, resource_id: str, current: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The concurrent writer: an out-of-band edit that lands just before this client's write."""
-    if current is None:
-        return current
+def _concurrent_edit(state: State, kind: str, resource_id: str) -> None:
+    """The concurrent writer: an out-of-band edit that lands just before this client's write.
+
+    It commits in its own transaction, as another client's write would: the write that follows
+    may fail, but the edit stays.
+    """
     armed = (kind, resource_id) in state.armed
     chance = state.config.faults.concurrent_writer
     if not armed and not (chance and state.rng.random() < chance):
-        return current
+        return
+    with state.store.transaction():
+        current = state.store.get(kind, resource_id)
+        if current is not None:
+            _edit_out_of_band(state, kind, resource_id, current)
+
+
+def _edit_out_of_band(state: State, kind: str, resource_id: str, current: dict[str, Any]) -> None:
     state.armed.discard((kind, resource_id))
     edited = dict(current)
     edited["labels"] = {**(current.get("labels") or {}), "edited-out-of-band": "true"}
@@ -345,7 +355,6 @@ def _concurrent_edit(state: State, kind: str, resource_id: str, current: dict[st
     if kind == PROMPTS:
         state.store.add_version(resource_id, int(current.get("revision", 1)), current)
     state.edited.append({"kind": kind, "id": resource_id})
-    return edited
 
 
 def _stamp(body: dict[str, Any], kind: str, resource_id: str, token: Token, previous: dict[str, Any] | None) -> None:
@@ -358,8 +367,9 @@ def _put(kind: str) -> Handler:
     async def handler(state: State, request: Request, token: Token) -> Response:
         resource_id = request.path_params["id"]
         incoming = await _json_body(request)
+        _concurrent_edit(state, kind, resource_id)
         with state.store.transaction():
-            current = _concurrent_edit(state, kind, resource_id, state.store.get(kind, resource_id))
+            current = state.store.get(kind, resource_id)
             _check_preconditions(state, request, current)
             try:
                 if kind == FUNCTIONS:
@@ -390,8 +400,9 @@ def _put(kind: str) -> Handler:
 def _delete(kind: str) -> Handler:
     async def handler(state: State, request: Request, token: Token) -> Response:
         resource_id = request.path_params["id"]
+        _concurrent_edit(state, kind, resource_id)
         with state.store.transaction():
-            current = _concurrent_edit(state, kind, resource_id, state.store.get(kind, resource_id))
+            current = state.store.get(kind, resource_id)
             if current is None:
                 raise ApiProblem(404, f"{kind} {resource_id} not found")
             if_match = request.headers.get("if-match")
@@ -511,7 +522,8 @@ def _admin_routes(state: State) -> list[Route]:
             latency_ms=float(body.get("latency_ms", 0)), jitter_ms=float(body.get("jitter_ms", 0)),
             fail={int(k): float(v) for k, v in (body.get("fail") or {}).items()},
             drop=float(body.get("drop", 0)), slow_body_ms=float(body.get("slow_body_ms", 0)),
-            concurrent_writer=float(body.get("concurrent_writer", 0)))
+            concurrent_writer=float(body.get("concurrent_writer", 0)),
+            retry_after_s=int(body.get("retry_after_s", 1)))
         if "seed" in body:
             state.rng.seed(body["seed"])
         if "rate_limit_per_minute" in body:

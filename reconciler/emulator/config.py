@@ -22,6 +22,7 @@ class Faults:
     drop: float = 0.0  # probability that a processed request's response is lost (connection closed)
     slow_body_ms: float = 0.0  # response bodies trickle out over this long
     concurrent_writer: float = 0.0  # probability that a write meets an out-of-band edit just before it
+    retry_after_s: int = 1  # what an injected 429 asks the client to wait
 
 
 @dataclass

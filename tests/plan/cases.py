@@ -52,7 +52,9 @@ def load_case(folder: Path) -> Case:
     live = [live_resource(i) for i in json.loads((folder / "live.json").read_text(encoding="utf-8"))]
     opts_file = folder / "options.json"
     raw = json.loads(opts_file.read_text(encoding="utf-8")) if opts_file.exists() else {}
-    ignore = IgnoreRules.from_config(IgnoreDifferences.model_validate(i) for i in raw.get("ignoreDifferences", []))
+    ignore = IgnoreRules.from_config(
+        IgnoreDifferences.model_validate(i) for i in raw.get("ignoreDifferences", [])
+    )
     options = PlanOptions(
         project=raw.get("project", "demo"),
         prune=raw.get("prune", False),

@@ -17,34 +17,49 @@ def fn(parameters: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 def test_set_like_lists_are_sorted_at_every_level_and_nothing_else() -> None:
-    params = {"type": "object", "required": ["b", "a"], "properties": {
-        "required": {"type": "object", "required": ["z", "y"], "properties": {}},
-        "e": {"type": "string", "enum": ["z", "a"]}}}
+    params = {
+        "type": "object",
+        "required": ["b", "a"],
+        "properties": {
+            "required": {"type": "object", "required": ["z", "y"], "properties": {}},
+            "e": {"type": "string", "enum": ["z", "a"]},
+        },
+    }
     out = canonical(fn(params), Kind.FUNCTION_DEFINITION)["spec"]["parameters"]
     assert out["required"] == ["a", "b"]
     # A property that happens to be called "required" is a schema, and its own required is a set.
     assert out["properties"]["required"]["required"] == ["y", "z"]
     assert out["properties"]["e"]["enum"] == ["z", "a"]  # enum order is meaningful: kept
     assert canonical(doc({"functions": ["b", "a"]}), Kind.PROMPT)["spec"]["functions"] == ["a", "b"]
-    assert canonical(doc({"metadataFields": ["b", "a"]}), Kind.CONTEXT_POLICY)["spec"]["metadataFields"] == ["a", "b"]
-    assert canonical(doc({"variables": [{"name": "b"}, {"name": "a"}]}), Kind.PROMPT)["spec"]["variables"][0] == {
-        "name": "b"}
+    assert canonical(doc({"metadataFields": ["b", "a"]}), Kind.CONTEXT_POLICY)["spec"]["metadataFields"] == [
+        "a",
+        "b",
+    ]
+    assert canonical(doc({"variables": [{"name": "b"}, {"name": "a"}]}), Kind.PROMPT)["spec"]["variables"][
+        0
+    ] == {"name": "b"}
 
 
 def test_fingerprint_ignores_key_order_set_order_and_integral_floats() -> None:
     a = fn({"type": "object", "required": ["x", "y"], "properties": {"x": {"type": "number", "maximum": 5}}})
-    b = fn({"properties": {"x": {"maximum": 5.0, "type": "number"}}, "required": ["y", "x"], "type": "object"})
+    b = fn(
+        {"properties": {"x": {"maximum": 5.0, "type": "number"}}, "required": ["y", "x"], "type": "object"}
+    )
     assert fingerprint(a) == fingerprint(b) == fingerprint(a, Kind.FUNCTION_DEFINITION)
     assert fingerprint(a) != fingerprint(fn({"type": "object", "properties": {}}))
 
 
 def test_reordered_enum_is_a_non_breaking_update() -> None:
     live = fn({"type": "object", "properties": {"u": {"type": "string", "enum": ["a", "b"], "maxLength": 9}}})
-    desired = fn({"type": "object", "properties": {"u": {"type": "string", "enum": ["b", "a"], "maxLength": 9}}})
+    desired = fn(
+        {"type": "object", "properties": {"u": {"type": "string", "enum": ["b", "a"], "maxLength": 9}}}
+    )
     result = compare(desired, live, Kind.FUNCTION_DEFINITION)
     assert result and result.breaking == ()
-    assert [f.path for f in result.fields] == ["/spec/parameters/properties/u/enum/0",
-                                              "/spec/parameters/properties/u/enum/1"]
+    assert [f.path for f in result.fields] == [
+        "/spec/parameters/properties/u/enum/0",
+        "/spec/parameters/properties/u/enum/1",
+    ]
 
 
 def test_equal_documents_compare_empty() -> None:
@@ -54,10 +69,24 @@ def test_equal_documents_compare_empty() -> None:
 
 
 def test_ignore_pointers_remove_from_both_sides_with_wildcards_and_indexes() -> None:
-    live = doc({"template": "x", "variants": [{"name": "A", "template": "1", "weight": 50},
-                                              {"name": "B", "template": "2", "weight": 50}]})
-    desired = doc({"template": "y", "variants": [{"name": "A", "template": "3", "weight": 50},
-                                                 {"name": "B", "template": "4", "weight": 50}]})
+    live = doc(
+        {
+            "template": "x",
+            "variants": [
+                {"name": "A", "template": "1", "weight": 50},
+                {"name": "B", "template": "2", "weight": 50},
+            ],
+        }
+    )
+    desired = doc(
+        {
+            "template": "y",
+            "variants": [
+                {"name": "A", "template": "3", "weight": 50},
+                {"name": "B", "template": "4", "weight": 50},
+            ],
+        }
+    )
     assert not compare(desired, live, Kind.PROMPT, ["/template", "/variants/*/template"])
     only_first = compare(desired, live, Kind.PROMPT, ["/template", "/variants/0/template"])
     assert [f.path for f in only_first.fields] == ["/spec/variants/1/template"]
@@ -66,30 +95,56 @@ def test_ignore_pointers_remove_from_both_sides_with_wildcards_and_indexes() -> 
 
 def test_field_paths_are_json_pointers_with_escapes() -> None:
     result = compare(doc({}, {"a/b": "1", "t~x": "2"}), doc({}, {}), Kind.PROMPT)
-    assert [(f.path, f.kind, f.after) for f in result.fields] == [("/labels/a~1b", "added", "1"),
-                                                                  ("/labels/t~0x", "added", "2")]
+    assert [(f.path, f.kind, f.after) for f in result.fields] == [
+        ("/labels/a~1b", "added", "1"),
+        ("/labels/t~0x", "added", "2"),
+    ]
 
 
 def test_list_items_are_reported_added_and_removed() -> None:
-    result = compare(doc({"metadataFields": ["a", "c"]}), doc({"metadataFields": ["a", "b", "c"]}),
-                     Kind.CONTEXT_POLICY)
+    result = compare(
+        doc({"metadataFields": ["a", "c"]}), doc({"metadataFields": ["a", "b", "c"]}), Kind.CONTEXT_POLICY
+    )
     assert [(f.path, f.kind, f.before) for f in result.fields] == [("/spec/metadataFields/1", "removed", "b")]
 
 
 def test_line_diff_marks_a_missing_final_newline() -> None:
     text = line_diff("a\nb", "a\nc\n", "template")
-    assert text.splitlines() == ["--- live/template", "+++ git/template", "@@ -1,2 +1,2 @@", " a", "-b",
-                                 "\\ No newline at end of file", "+c"]
+    assert text.splitlines() == [
+        "--- live/template",
+        "+++ git/template",
+        "@@ -1,2 +1,2 @@",
+        " a",
+        "-b",
+        "\\ No newline at end of file",
+        "+c",
+    ]
     assert line_diff("same", "same", "template") == ""
 
 
 def test_breaking_in_array_items_and_widening_is_fine() -> None:
-    live = fn({"type": "object", "properties": {
-        "tags": {"type": "array", "items": {"type": "string", "maxLength": 50}, "maxItems": 3},
-        "n": {"type": "integer", "maximum": 5}}})
-    desired = fn({"type": "object", "properties": {
-        "tags": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 10},
-        "n": {"type": "integer"}}})
+    live = fn(
+        {
+            "type": "object",
+            "properties": {
+                "tags": {"type": "array", "items": {"type": "string", "maxLength": 50}, "maxItems": 3},
+                "n": {"type": "integer", "maximum": 5},
+            },
+        }
+    )
+    desired = fn(
+        {
+            "type": "object",
+            "properties": {
+                "tags": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 10},
+                "n": {"type": "integer"},
+            },
+        }
+    )
     result = compare(desired, live, Kind.FUNCTION_DEFINITION)
     assert [(b.path, b.reason) for b in result.breaking] == [
-        ("/spec/parameters/properties/tags/items/maxLength", "parameter 'tags[]' maxLength lowered from 50 to 20")]
+        (
+            "/spec/parameters/properties/tags/items/maxLength",
+            "parameter 'tags[]' maxLength lowered from 50 to 20",
+        )
+    ]

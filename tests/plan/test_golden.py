@@ -30,7 +30,8 @@ def test_golden_case(folder: Path) -> None:
         assert expected_file.exists(), f"{expected_file} is missing: run with UPDATE_GOLDEN=1"
         assert text == expected_file.read_text(encoding="utf-8"), (
             f"{expected_file} differs from the planner's output; if the change is intended, "
-            "regenerate with UPDATE_GOLDEN=1 and review the diff")
+            "regenerate with UPDATE_GOLDEN=1 and review the diff"
+        )
 
 
 def test_there_are_golden_cases() -> None:

@@ -28,8 +28,11 @@ def test_unchanged_resources_are_no_ops_despite_server_defaults_and_ordering() -
     assert not plan.has_changes
     assert {c.action for c in plan.changes} == {Action.NO_OP}
     # The live-only, unlabelled function the prompt references is neither planned nor a problem.
-    assert sorted(keys(plan)) == ["ContextPolicy/support-policy", "FunctionDefinition/get-weather",
-                                  "Prompt/support-triage"]
+    assert sorted(keys(plan)) == [
+        "ContextPolicy/support-policy",
+        "FunctionDefinition/get-weather",
+        "Prompt/support-triage",
+    ]
     weather = by_key(plan)["FunctionDefinition/get-weather"]
     assert weather.etag == "fd-1" and weather.live_id == "get-weather"
     assert weather.before == weather.after and weather.diff is None
@@ -41,8 +44,10 @@ def test_create_has_no_before_no_etag_and_waits_for_its_references() -> None:
     prompt = by_key(plan)["Prompt/order-status"]
     assert prompt.before is None and prompt.etag is None and prompt.live_id is None
     assert prompt.after is not None and prompt.after["labels"][MANAGED_BY_LABEL] == "demo"
-    assert set(prompt.depends_on) == {ResourceKey(Kind.FUNCTION_DEFINITION, "lookup-order"),
-                                      ResourceKey(Kind.CONTEXT_POLICY, "orders-policy")}
+    assert set(prompt.depends_on) == {
+        ResourceKey(Kind.FUNCTION_DEFINITION, "lookup-order"),
+        ResourceKey(Kind.CONTEXT_POLICY, "orders-policy"),
+    }
     assert keys(plan)[-1] == "Prompt/order-status"
 
 
@@ -58,7 +63,10 @@ def test_update_reports_fields_and_line_diffs_of_templates() -> None:
     weather = by_key(plan)["FunctionDefinition/get-weather"]
     assert weather.diff is not None
     assert {f.path: f.kind for f in weather.diff.fields} == {
-        "/labels/team": "added", "/spec/description": "changed", "/spec/timeoutMillis": "changed"}
+        "/labels/team": "added",
+        "/spec/description": "changed",
+        "/spec/timeoutMillis": "changed",
+    }
     assert weather.diff.breaking == ()
 
 
@@ -76,7 +84,12 @@ def test_without_prune_nothing_is_deleted() -> None:
     assert plan.deletes == 0 and keys(plan) == ["FunctionDefinition/get-weather"]
     pruned = plan_case(GOLDEN / "delete_with_prune")
     old = by_key(pruned)["FunctionDefinition/old-lookup"]
-    assert old.action is Action.DELETE and old.after is None and old.etag == "fd-8" and old.live_id == "old-lookup"
+    assert (
+        old.action is Action.DELETE
+        and old.after is None
+        and old.etag == "fd-8"
+        and old.live_id == "old-lookup"
+    )
 
 
 def test_dependency_order_creates_before_referrers_and_deletes_reversed() -> None:
@@ -91,7 +104,9 @@ def test_dependency_order_creates_before_referrers_and_deletes_reversed() -> Non
     changes = by_key(plan)
     # old-tool goes only after both prompts stop referencing it (one deleted, one updated).
     assert set(changes["FunctionDefinition/old-tool"].depends_on) == {
-        ResourceKey(Kind.PROMPT, "old-prompt"), ResourceKey(Kind.PROMPT, "keeper")}
+        ResourceKey(Kind.PROMPT, "old-prompt"),
+        ResourceKey(Kind.PROMPT, "keeper"),
+    }
     assert changes["ContextPolicy/old-policy"].depends_on == (ResourceKey(Kind.PROMPT, "old-prompt"),)
 
 
@@ -104,13 +119,15 @@ BREAKING = {
     "removed-param": ["parameter 'units' removed"],
     "added-required-param": ["required parameter 'country' added"],
     "became-required": ["parameter 'country' became required"],
-    "narrowed-type": ["parameter 'amount' type changed from \"number\" to \"integer\""],
+    "narrowed-type": ['parameter \'amount\' type changed from "number" to "integer"'],
     "enum-value-removed": ["parameter 'units' enum value(s) \"kelvin\" removed"],
     "enum-added": ["parameter 'units' enum added"],
-    "bounds-narrowed": ["parameter 'city' maxLength lowered from 255 to 100",
-                        "parameter 'city' minLength raised from 1 to 3",
-                        "parameter 'count' maximum lowered from 10 to 5",
-                        "parameter 'count' minimum raised from 0 to 1"],
+    "bounds-narrowed": [
+        "parameter 'city' maxLength lowered from 255 to 100",
+        "parameter 'city' minLength raised from 1 to 3",
+        "parameter 'count' maximum lowered from 10 to 5",
+        "parameter 'count' minimum raised from 0 to 1",
+    ],
     "nested-removed": ["parameter 'address.zip' removed"],
     "non-breaking": [],
 }
@@ -135,13 +152,20 @@ def test_ignore_differences_hide_fields_per_kind_and_per_name() -> None:
 
 def test_targets_bring_their_dependencies_like_terraform() -> None:
     plan = plan_case(GOLDEN / "targets")
-    assert sorted(keys(plan)) == ["ContextPolicy/shared-policy", "FunctionDefinition/new-tool", "Prompt/targeted"]
+    assert sorted(keys(plan)) == [
+        "ContextPolicy/shared-policy",
+        "FunctionDefinition/new-tool",
+        "Prompt/targeted",
+    ]
 
 
 def test_excludes_leave_out_their_dependants() -> None:
     plan = plan_case(GOLDEN / "excludes")
-    assert sorted(keys(plan)) == ["ContextPolicy/shared-policy", "FunctionDefinition/unrelated",
-                                  "Prompt/other-prompt"]
+    assert sorted(keys(plan)) == [
+        "ContextPolicy/shared-policy",
+        "FunctionDefinition/unrelated",
+        "Prompt/other-prompt",
+    ]
 
 
 def test_live_checks_name_resource_field_and_value() -> None:

@@ -53,10 +53,25 @@ spec:
 def prompt_plan(templates: dict[str, tuple[str, str]]) -> Plan:
     """A plan updating one prompt per entry: name -> (live template, git template)."""
     desired = parse_manifests("---\n".join(prompt_yaml(n, after) for n, (_, after) in templates.items()))
-    live = [LiveResource(ResourceKey(Kind.PROMPT, n), f"id-{n}", f"etag-{n}",
-                         {"version": "1.0.0", "modelId": "gpt-4o", "maxTokens": 100000, "template": before,
-                          "variables": [], "contextRules": [], "functions": [], "variants": []}, MANAGED)
-            for n, (before, _) in templates.items()]
+    live = [
+        LiveResource(
+            ResourceKey(Kind.PROMPT, n),
+            f"id-{n}",
+            f"etag-{n}",
+            {
+                "version": "1.0.0",
+                "modelId": "gpt-4o",
+                "maxTokens": 100000,
+                "template": before,
+                "variables": [],
+                "contextRules": [],
+                "functions": [],
+                "variants": [],
+            },
+            MANAGED,
+        )
+        for n, (before, _) in templates.items()
+    ]
     return make_plan(desired, live, PlanOptions(project="demo", environment="prod"), "digest")
 
 
@@ -71,7 +86,8 @@ def test_text_is_plain_without_color_and_ansi_with_it() -> None:
 
 def test_text_for_no_changes() -> None:
     assert render_text(plan_case(GOLDEN / "unchanged"), color=False) == (
-        "No changes. Live org matches the manifests.\n")
+        "No changes. Live org matches the manifests.\n"
+    )
 
 
 def test_breaking_changes_are_flagged_everywhere() -> None:
@@ -95,8 +111,11 @@ def secret_redactor(kind: Kind, spec: dict[str, Any]) -> dict[str, Any]:
 
 def test_redaction_reaches_every_output_and_the_diff_values() -> None:
     plan = plan_case(GOLDEN / "update")
-    outputs = [render_text(plan, color=False, redact=secret_redactor), render_json(plan, redact=secret_redactor),
-               *render_markdown(plan, redact=secret_redactor)]
+    outputs = [
+        render_text(plan, color=False, redact=secret_redactor),
+        render_json(plan, redact=secret_redactor),
+        *render_markdown(plan, redact=secret_redactor),
+    ]
     for out in outputs:
         assert "Greet {{customer}}" not in out and "3-day forecast" not in out
         assert "(sensitive, sha256:" in out
@@ -118,11 +137,15 @@ def test_json_is_the_versioned_plan_with_sorted_keys() -> None:
 
 
 def test_markdown_of_300_resources_is_chunked_safely() -> None:
-    lines = [f"Line {i}: please answer the customer {{{{customer}}}} politely and briefly." for i in range(60)]
+    lines = [
+        f"Line {i}: please answer the customer {{{{customer}}}} politely and briefly." for i in range(60)
+    ]
     templates = {}
     for n in range(300):
         before = "\n".join(lines) + "\n"
-        after = "\n".join(line + (" Thanks." if i % 2 == n % 2 else "") for i, line in enumerate(lines)) + "\n"
+        after = (
+            "\n".join(line + (" Thanks." if i % 2 == n % 2 else "") for i, line in enumerate(lines)) + "\n"
+        )
         templates[f"p-{n:04d}"] = (before, after)
     plan = prompt_plan(templates)
     assert plan.updates == 300
@@ -186,8 +209,17 @@ def test_rollback_and_delete_symbols_in_text() -> None:
     plan = plan_case(GOLDEN / "dependency_order")
     text = render_text(plan, color=False)
     assert "  - FunctionDefinition/old-tool" in text and "  + Prompt/a-prompt" in text
-    rolled = Plan(plan.environment, plan.project, "", tuple(
-        c.__class__(Action.ROLLBACK, c.key, c.after, c.before, c.diff, "rollback of run r1", c.etag, c.live_id)
-        for c in plan.changes if c.action is Action.UPDATE))
+    rolled = Plan(
+        plan.environment,
+        plan.project,
+        "",
+        tuple(
+            c.__class__(
+                Action.ROLLBACK, c.key, c.after, c.before, c.diff, "rollback of run r1", c.etag, c.live_id
+            )
+            for c in plan.changes
+            if c.action is Action.UPDATE
+        ),
+    )
     assert "  < Prompt/keeper" in render_text(rolled, color=False)
     assert "Plan: 0 to create, 1 to update, 0 to delete." in render_text(rolled, color=False)
