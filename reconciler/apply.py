@@ -29,7 +29,7 @@ import httpx
 
 from reconciler.client.adapters import adapter_for
 from reconciler.client.api import GatewayClient, WriteResult
-from reconciler.diff import compare, fingerprint
+from reconciler.diff import IgnoreRules, compare, fingerprint
 from reconciler.errors import ApiError, ConflictError, NotFoundError, ServerError, TransportError
 from reconciler.journal import Journal, RecordType, summarize
 from reconciler.models import Kind, LiveResource, ResourceKey
@@ -96,7 +96,7 @@ class ApplyOptions:
     command: str = "apply"
     on_outcome: Callable[[Outcome], None] | None = None
     notify_transport: httpx.AsyncBaseTransport | None = None
-    ignore: dict[Kind, tuple[str, ...]] = field(default_factory=dict)
+    ignore: IgnoreRules = field(default_factory=IgnoreRules)
 
 
 def _now() -> str:
@@ -322,7 +322,7 @@ class _Executor:
             "spec": adapter_for(kind).with_server_defaults(change.after["spec"]),
             "labels": change.after["labels"],
         }
-        verdict = compare(desired, _document(kind, stored), kind, self.options.ignore.get(kind, ()))
+        verdict = compare(desired, _document(kind, stored), kind, self.options.ignore.pointers_for(change.key))
         changed = tuple(f.path for f in verdict.fields)
         message = note or change.action.value + "d"
         if changed:

@@ -56,6 +56,7 @@ Manifest = FunctionDefinition | Prompt | ContextPolicy
 # schema as text, where the order of choices is visible (authors put the usual value first).
 # A reordered enum is therefore a real, non-breaking update. Likewise prompt ``variables`` and
 # ``variants`` and policy ``piiMasking`` keep their order (masking rules apply in order).
+# Sorting serves comparison only: apply sends the manifest's own order.
 SET_LIKE_PATHS: Mapping[Kind, tuple[str, ...]] = {
     Kind.FUNCTION_DEFINITION: ("/spec/parameters/**/required",),
     Kind.PROMPT: ("/spec/functions",),

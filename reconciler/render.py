@@ -390,16 +390,21 @@ def _section(change: Change, preview: str | None, budget: int) -> str:
     return head + (cut_body + "\n\n" if cut_body else "") + note + tail
 
 
-def _table_pieces(rows: Sequence[str], budget: int) -> list[str]:
-    """The summary table split into pieces that each fit ``budget``, each with its header."""
-    header = "| Action | Kind | Name | Breaking |\n|---|---|---|---|"
+_TABLE_HEADER = "| Action | Kind | Name | Breaking |\n|---|---|---|---|"
+
+
+def _line_pieces(header: str, rows: Sequence[str], budget: int) -> list[str]:
+    """``rows`` split into pieces that each fit ``budget``, each starting with ``header`` (the
+    table's header, so every piece renders as a table); a row too long on its own is cut."""
     pieces: list[str] = []
     current = header
     for row in rows:
-        if len(current) + 1 + len(row) > budget and current != header:
+        if len(row) > budget // 2:
+            row = row[: budget // 2] + " …"
+        if current != header and len(current) + 1 + len(row) > budget:
             pieces.append(current)
             current = header
-        current += "\n" + row
+        current = f"{current}\n{row}" if current else row
     pieces.append(current)
     return pieces
 
@@ -440,16 +445,20 @@ def render_markdown(
         head += ["**Live checks failed:**", "", *(f"- {_inline(p)}" for p in plan.live_checks), ""]
     if not changed:
         head.append(NO_CHANGES)
-        return ["\n".join(head) + "\n"]
-    breaking = sum(1 for c in changed if c.diff is not None and c.diff.breaking)
-    head.append(f"**{summary_line(plan)}**" + (f" ⚠️ {breaking} with breaking changes." if breaking else ""))
+    else:
+        breaking = sum(1 for c in changed if c.diff is not None and c.diff.breaking)
+        head.append(
+            f"**{summary_line(plan)}**" + (f" ⚠️ {breaking} with breaking changes." if breaking else "")
+        )
     rows = [
         f"| <code>{html.escape(c.action.symbol.strip() or '=')}</code> {c.action.value} "
         f"| {c.key.kind.value} | <code>{_inline(c.key.name)}</code> "
         f"| {'⚠️ yes' if c.diff is not None and c.diff.breaking else ''} |"
         for c in changed
     ]
-    sections = ["\n".join(head), *_table_pieces(rows, budget)]
+    # The head (with however many live-check problems) and the table are split by lines like
+    # everything else, so even a plan of thousands of resources never overflows a chunk.
+    sections = _line_pieces("", head, budget) + (_line_pieces(_TABLE_HEADER, rows, budget) if rows else [])
     sections += [_section(c, (previews or {}).get(c.key), budget) for c in changed]
     chunks = _pack(sections, budget)
     if len(chunks) == 1:

@@ -61,7 +61,8 @@ def load_saved_plan(ws: Workspace, path: Path) -> Plan:
     ignore = ignore_rules(ws.project)
     changes = []
     for change in saved.changes:
-        if change.after is not None and change.key in by_key:
+        # Only what will be written is taken from the manifests (a no-op's after is the live body).
+        if change.action in (Action.CREATE, Action.UPDATE) and change.key in by_key:
             after = desired_document(by_key[change.key], ws.project.project, ignore)
             shown = {"spec": ws.redactor.resource(change.key.kind, after["spec"]), "labels": after["labels"]}
             if fingerprint(shown) != fingerprint(change.after):
@@ -136,7 +137,7 @@ async def execute(
         git_commit=detect_git_commit(),
         command=command,
         on_outcome=progress,
-        ignore=ignore_rules(ws.project).by_kind(),
+        ignore=ignore_rules(ws.project),
     )
     return await apply_plan(plan, client, journal, options, plan_hash=plan_hash)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -20,7 +19,7 @@ from reconciler.cli.options import (
     use_color,
 )
 from reconciler.client.connect import open_client
-from reconciler.plan import Plan, plan_to_json
+from reconciler.plan import Plan
 from reconciler.render import render_json, render_markdown, render_text
 from reconciler.workspace import Workspace, make_live_plan, open_workspace, plan_options
 
@@ -38,17 +37,11 @@ def show_plan(ws: Workspace, plan: Plan, output_format: str, color: bool) -> Non
 
 
 def save_plan(ws: Workspace, plan: Plan, path: Path) -> None:
-    """Write the plan apply will execute. Sensitive fields are stored only as hashes: apply
-    takes their values from the manifests, which the plan's digest pins."""
-    document = plan_to_json(plan)
-    document = json.loads(ws.redactor.text(json.dumps(document)))
-    for change in document.get("changes", []):
-        for side in ("before", "after"):
-            if change.get(side):
-                from reconciler.models import Kind
-
-                change[side]["spec"] = ws.redactor.resource(Kind(change["kind"]), change[side]["spec"])
-    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    """Write the plan apply will execute, secrets and sensitive fields redacted everywhere in it
+    (bodies, field diffs, template diffs): apply takes the values to send from the manifests,
+    which the plan's digest pins."""
+    text = ws.redactor.text(render_json(plan, redact=ws.redactor.resource))
+    path.write_text(text, encoding="utf-8")
 
 
 @main.command()

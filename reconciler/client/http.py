@@ -48,6 +48,7 @@ class RetryPolicy:
     """Capped exponential backoff with full jitter (AWS architecture blog's "Full Jitter")."""
 
     attempts: int = 6
+    throttled_attempts: int = 30
     base_s: float = 0.2
     cap_s: float = 10.0
 
@@ -285,7 +286,7 @@ class HttpSession:
         errors are retried only when ``idempotent``: for a POST the caller must first find out
         whether the first attempt landed.
         """
-        attempt = 0
+        attempt = throttled = 0
         refreshed = False
         while True:
             await self.limiter.acquire()
@@ -311,13 +312,18 @@ class HttpSession:
                     self.tokens.invalidate(token)
                     continue
             if isinstance(error, RateLimitedError):
+                # The service asked us to wait and did not process the request: waiting is the
+                # fix, so throttling has its own, larger budget than failures.
                 self.stats.throttled += 1
+                throttled += 1
+                if throttled > self.retry.throttled_attempts:
+                    raise error
                 self.limiter.pause(error.retry_after)
-            elif not (idempotent and isinstance(error, ServerError | TransportError)):
+                continue
+            if not (idempotent and isinstance(error, ServerError | TransportError)):
                 raise error
             attempt += 1
             if attempt >= self.retry.attempts:
                 raise error
             self.stats.retries += 1
-            if not isinstance(error, RateLimitedError):
-                await self.backoff(attempt)
+            await self.backoff(attempt)

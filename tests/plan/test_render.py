@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -223,3 +224,16 @@ def test_rollback_and_delete_symbols_in_text() -> None:
     )
     assert "  < Prompt/keeper" in render_text(rolled, color=False)
     assert "Plan: 0 to create, 1 to update, 0 to delete." in render_text(rolled, color=False)
+
+
+def test_thousands_of_live_check_problems_still_fit_the_chunks() -> None:
+    plan = replace(
+        plan_case(GOLDEN / "update"),
+        live_checks=tuple(f"Prompt/p{i}: spec.modelId 'x{i}' unknown" for i in range(5000)),
+    )
+    chunks = render_markdown(plan, limit=20_000)
+    assert len(chunks) > 5
+    for chunk in chunks:
+        assert len(chunk) < 20_000
+        assert_balanced(chunk)
+    assert "Prompt/p4999" in "".join(chunks)
