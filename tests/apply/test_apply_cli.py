@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from reconciler.cli import main
 from reconciler.journal import verify
-from tests.apply.conftest import Org, write_project
+from tests.conftest import Org, write_project
 
 MANIFESTS = """\
 apiVersion: reconciler.genesys.cloud/v1

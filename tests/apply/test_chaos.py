@@ -17,7 +17,7 @@ from reconciler.cli import main
 from reconciler.emulator.config import EmulatorConfig
 from reconciler.emulator.server import running_emulator
 from reconciler.journal import verify
-from tests.apply.conftest import Org
+from tests.conftest import Org
 
 CHAOS = {"latency_ms": 2, "jitter_ms": 8, "fail": {"429": 0.1, "500": 0.04, "503": 0.03, "504": 0.03},
          "drop": 0.03, "concurrent_writer": 0.05, "seed": 20261123}

@@ -19,7 +19,7 @@ from reconciler.cli import main
 from reconciler.emulator.config import EmulatorConfig, Faults
 from reconciler.emulator.server import running_emulator
 from reconciler.journal import Journal, verify
-from tests.apply.conftest import Org
+from tests.conftest import Org
 
 KILLS = 20
 

@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from reconciler.cli import main
 from reconciler.emulator.config import EmulatorConfig
 from reconciler.emulator.server import running_emulator
-from tests.apply.conftest import Org
+from tests.conftest import Org
 
 NAMES = ("func-a", "func-b", "func-c")
 MANIFEST = """\

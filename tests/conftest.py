@@ -1,4 +1,4 @@
-"""An org to apply to: a real emulator on a loopback socket, and a project folder using it."""
+"""Shared fixtures: an org (a real emulator on a loopback socket) and a project folder using it."""
 
 from __future__ import annotations
 
