@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import resource
@@ -44,8 +43,21 @@ def emulator(latency_ms: float, rate: int, db: Path) -> Iterator[str]:
     from reconciler.emulator.server import free_port
 
     port = free_port()
-    args = [sys.executable, "-c", "from reconciler.cli import main; main()", "emulator", "serve", "--port", str(port),
-            "--db", str(db), "--rate-limit", str(rate), "--latency-ms", str(latency_ms)]
+    args = [
+        sys.executable,
+        "-c",
+        "from reconciler.cli import main; main()",
+        "emulator",
+        "serve",
+        "--port",
+        str(port),
+        "--db",
+        str(db),
+        "--rate-limit",
+        str(rate),
+        "--latency-ms",
+        str(latency_ms),
+    ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -73,14 +85,18 @@ def load_live(url: str, documents: list[dict[str, Any]], project: str) -> None:
     from reconciler.client.adapters import adapter_for
     from reconciler.models import MANAGED_BY_LABEL, Kind
 
-    bodies: dict[str, list[dict[str, Any]]] = {"function-definitions": [], "context-policies": [], "prompts": []}
+    bodies: dict[str, list[dict[str, Any]]] = {
+        "function-definitions": [],
+        "context-policies": [],
+        "prompts": [],
+    }
     for doc in documents:
         kind = Kind(doc["kind"])
         labels = {**doc["metadata"].get("labels", {}), MANAGED_BY_LABEL: project}
         body = adapter_for(kind).to_wire(doc["metadata"]["name"], doc["spec"], labels)
         bodies[adapter_for(kind).collection_path.rsplit("/", 1)[1]].append(body)
     for start in range(0, max(len(v) for v in bodies.values()), 2000):
-        admin(url, "POST", "bulk", {k: v[start:start + 2000] for k, v in bodies.items()})
+        admin(url, "POST", "bulk", {k: v[start : start + 2000] for k, v in bodies.items()})
 
 
 def requests_made(url: str) -> int:
@@ -90,26 +106,40 @@ def requests_made(url: str) -> int:
 # --- one measured command, in a fresh process -----------------------------------------------------
 
 
-def run_measured(args: list[str], url: str, cwd: Path, extra_env: dict[str, str] | None = None) -> dict[str, float]:
+def run_measured(
+    args: list[str], url: str, cwd: Path, extra_env: dict[str, str] | None = None
+) -> dict[str, float]:
     """Run a reconciler command in a child process; wall time, CPU and peak RSS of that child."""
-    env = {**os.environ, "GENESYS_BASE_URL": url, "GENESYS_CLIENT_ID": CLIENT[0],
-           "GENESYS_CLIENT_SECRET": CLIENT[1], **(extra_env or {})}
-    code = ("import resource, sys, time; t=time.perf_counter(); from reconciler.cli import main\n"
-            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
-            "print('BENCH', time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-            "file=sys.stderr)\nsys.exit(rc)")
+    env = {
+        **os.environ,
+        "GENESYS_BASE_URL": url,
+        "GENESYS_CLIENT_ID": CLIENT[0],
+        "GENESYS_CLIENT_SECRET": CLIENT[1],
+        **(extra_env or {}),
+    }
+    code = (
+        "import resource, sys, time; t=time.perf_counter(); from reconciler.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
+        "print('BENCH', time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+        "file=sys.stderr)\nsys.exit(rc)"
+    )
     started = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=1800)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=1800
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     marker = [line for line in done.stderr.splitlines() if line.startswith("BENCH")]
     if not marker:
         raise RuntimeError(f"{args} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     _, inner_wall, rss_kb = marker[-1].split()
-    return {"wall_s": time.perf_counter() - started, "command_s": float(inner_wall),
-            "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
-            "rss_mb": int(rss_kb) / 1024, "exit": float(done.returncode)}
+    return {
+        "wall_s": time.perf_counter() - started,
+        "command_s": float(inner_wall),
+        "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+        "rss_mb": int(rss_kb) / 1024,
+        "exit": float(done.returncode),
+    }
 
 
 def summary(values: list[float]) -> str:
@@ -129,25 +159,36 @@ def bench_plan(n: int, latency_ms: float, runs: int, changed: float = 0.0) -> di
             desired = [dict(d) for d in documents]
             for i in range(0, int(n * changed)):
                 j = (i * 10) % n  # every tenth resource
-                desired[j] = {**desired[j], "metadata": {**desired[j]["metadata"],
-                                                        "labels": {**desired[j]["metadata"]["labels"], "rev": "2"}}}
+                desired[j] = {
+                    **desired[j],
+                    "metadata": {
+                        **desired[j]["metadata"],
+                        "labels": {**desired[j]["metadata"]["labels"], "rev": "2"},
+                    },
+                }
             write_manifests(desired, root / "manifests")
             results, requests = [], []
             for _ in range(runs):
                 before = requests_made(url)
-                results.append(run_measured(["plan", "--detailed-exitcode", "--parallelism", "16"], url, root))
+                results.append(
+                    run_measured(["plan", "--detailed-exitcode", "--parallelism", "16"], url, root)
+                )
                 requests.append(requests_made(url) - before + 1)  # + the token request (not counted there)
     kinds = {"FunctionDefinition": 0, "ContextPolicy": 0, "Prompt": 0}
     for d in documents:
         kinds[d["kind"]] += 1
     pages = sum(math.ceil(c / PAGE) or 1 for c in kinds.values())
-    return {"scenario": f"plan N={n}, {int(changed * 100)}% changed, latency {latency_ms:g} ms",
-            "wall_s": summary([r["wall_s"] for r in results]),
-            "command_s": summary([r["command_s"] for r in results]),
-            "cpu_s": summary([r["cpu_s"] for r in results]), "rss_mb": summary([r["rss_mb"] for r in results]),
-            "requests": statistics.median(requests), "listing_pages": pages,
-            "floor_s": f"{2 * latency_ms / 1000:.2f} network (page 1, then the rest in parallel) + CPU",
-            "exit": sorted({r["exit"] for r in results})}
+    return {
+        "scenario": f"plan N={n}, {int(changed * 100)}% changed, latency {latency_ms:g} ms",
+        "wall_s": summary([r["wall_s"] for r in results]),
+        "command_s": summary([r["command_s"] for r in results]),
+        "cpu_s": summary([r["cpu_s"] for r in results]),
+        "rss_mb": summary([r["rss_mb"] for r in results]),
+        "requests": statistics.median(requests),
+        "listing_pages": pages,
+        "floor_s": f"{2 * latency_ms / 1000:.2f} network (page 1, then the rest in parallel) + CPU",
+        "exit": sorted({r["exit"] for r in results}),
+    }
 
 
 def bench_apply(n: int, rate: int, latency_ms: float, runs: int, parallelism: int = 10) -> dict[str, Any]:
@@ -159,21 +200,29 @@ def bench_apply(n: int, rate: int, latency_ms: float, runs: int, parallelism: in
             (root / "reconciler.yaml").write_text("project: bench\nmanifests: [manifests]\n")
             with emulator(latency_ms, rate, root / "org.db") as url:
                 load_live(url, documents, "bench")
-                revised = [{**d, "spec": {**d["spec"], "description": d["spec"]["description"] + f" r{run}"}}
-                           for d in documents]
+                revised = [
+                    {**d, "spec": {**d["spec"], "description": d["spec"]["description"] + f" r{run}"}}
+                    for d in documents
+                ]
                 write_manifests(revised, root / "manifests")
                 before = admin(url, "GET", "stats")
-                result = run_measured(["apply", "--auto-approve", "--parallelism", str(parallelism)], url, root)
+                result = run_measured(
+                    ["apply", "--auto-approve", "--parallelism", str(parallelism)], url, root
+                )
                 after = admin(url, "GET", "stats")
                 walls.append(result["command_s"])
                 throttled.append(after["throttled"] - before["throttled"])
                 requests.append(after["total"] - before["total"])
     floor = n / (rate / 60) if rate < 100_000 else n * latency_ms / 1000 / parallelism
-    return {"scenario": f"apply N={n} updates, {rate}/min, latency {latency_ms:g} ms, parallelism {parallelism}",
-            "wall_s": summary(walls), "floor_s": f"{floor:.1f}",
-            "vs_floor": f"{statistics.median(walls) / floor:.3f}x", "requests": statistics.median(requests),
-            "429s": statistics.median(throttled),
-            "429_share": f"{100 * statistics.median(throttled) / max(1, statistics.median(requests)):.2f}%"}
+    return {
+        "scenario": f"apply N={n} updates, {rate}/min, latency {latency_ms:g} ms, parallelism {parallelism}",
+        "wall_s": summary(walls),
+        "floor_s": f"{floor:.1f}",
+        "vs_floor": f"{statistics.median(walls) / floor:.3f}x",
+        "requests": statistics.median(requests),
+        "429s": statistics.median(throttled),
+        "429_share": f"{100 * statistics.median(throttled) / max(1, statistics.median(requests)):.2f}%",
+    }
 
 
 def bench_baseline(n: int, latency_ms: float, rate: int) -> dict[str, Any]:
@@ -185,19 +234,26 @@ def bench_baseline(n: int, latency_ms: float, rate: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, emulator(latency_ms, rate, Path(tmp) / "org.db") as url:
         load_live(url, documents, "bench")
         adapter = adapter_for(Kind.FUNCTION_DEFINITION)
-        token = httpx.post(f"{url}/oauth/token", data={"grant_type": "client_credentials"}, auth=CLIENT).json()
+        token = httpx.post(
+            f"{url}/oauth/token", data={"grant_type": "client_credentials"}, auth=CLIENT
+        ).json()
         headers = {"Authorization": f"Bearer {token['access_token']}"}
         started = time.perf_counter()
         with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
             for doc in documents:
                 name = doc["metadata"]["name"]
                 live = http.get(adapter.item_path(name))
-                body = adapter.to_wire(name, {**doc["spec"], "description": doc["spec"]["description"] + " b"},
-                                       {MANAGED_BY_LABEL: "bench"})
+                body = adapter.to_wire(
+                    name,
+                    {**doc["spec"], "description": doc["spec"]["description"] + " b"},
+                    {MANAGED_BY_LABEL: "bench"},
+                )
                 http.put(adapter.item_path(name), json=body, headers={"If-Match": live.headers["ETag"]})
         wall = time.perf_counter() - started
-    return {"scenario": f"baseline apply N={n} (GET+PUT each, sequential), {rate}/min, latency {latency_ms:g} ms",
-            "wall_s": f"{wall:.2f}"}
+    return {
+        "scenario": f"baseline apply N={n} (GET+PUT each, sequential), {rate}/min, latency {latency_ms:g} ms",
+        "wall_s": f"{wall:.2f}",
+    }
 
 
 def bench_cpu(n: int, repeat: int = 3) -> dict[str, Any]:
@@ -233,15 +289,19 @@ def bench_cpu(n: int, repeat: int = 3) -> dict[str, Any]:
 
     options = PlanOptions(project="bench")
     plan = make_plan(manifests, live, options, "")
-    changed = [m.model_copy(update={"metadata": m.metadata.model_copy(update={"labels": {"rev": "2"}})})
-               for m in manifests]
+    changed = [
+        m.model_copy(update={"metadata": m.metadata.model_copy(update={"labels": {"rev": "2"}})})
+        for m in manifests
+    ]
     changed_plan = make_plan(changed, live, options, "")
     per = 1e6 / n
-    return {"scenario": f"CPU per resource, N={n}",
-            "normalize+diff unchanged (µs)": f"{timed(diff_all) * per:.1f}",
-            "make_plan unchanged (µs)": f"{timed(lambda: make_plan(manifests, live, options, '')) * per:.1f}",
-            "render text+json+md, all changed (µs)": f"{timed(lambda: (render_text(changed_plan), render_json(changed_plan), render_markdown(changed_plan))) * per:.1f}",  # noqa: E501
-            "plan has changes": plan.has_changes}
+    return {
+        "scenario": f"CPU per resource, N={n}",
+        "normalize+diff unchanged (µs)": f"{timed(diff_all) * per:.1f}",
+        "make_plan unchanged (µs)": f"{timed(lambda: make_plan(manifests, live, options, '')) * per:.1f}",
+        "render text+json+md, all changed (µs)": f"{timed(lambda: (render_text(changed_plan), render_json(changed_plan), render_markdown(changed_plan))) * per:.1f}",  # noqa: E501
+        "plan has changes": plan.has_changes,
+    }
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -254,7 +314,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else "")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else ""
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("plan")
     p.add_argument("--n", type=int, default=1000)
@@ -285,9 +347,16 @@ def main(argv: list[str] | None = None) -> None:
         case "baseline":
             print_table([bench_baseline(args.n, args.latency_ms, args.rate)])
         case "all":
-            for row in (bench_cpu(1000), bench_cpu(10_000), bench_plan(1000, 20, 3), bench_plan(1000, 20, 3, 0.1),
-                        bench_plan(10_000, 20, 3), bench_apply(1000, 100_000, 20, 3), bench_baseline(1000, 20, 100_000),
-                        bench_apply(1000, 300, 0, 1)):
+            for row in (
+                bench_cpu(1000),
+                bench_cpu(10_000),
+                bench_plan(1000, 20, 3),
+                bench_plan(1000, 20, 3, 0.1),
+                bench_plan(10_000, 20, 3),
+                bench_apply(1000, 100_000, 20, 3),
+                bench_baseline(1000, 20, 100_000),
+                bench_apply(1000, 300, 0, 1),
+            ):
                 print_table([row])
 
 

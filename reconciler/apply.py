@@ -322,7 +322,9 @@ class _Executor:
             "spec": adapter_for(kind).with_server_defaults(change.after["spec"]),
             "labels": change.after["labels"],
         }
-        verdict = compare(desired, _document(kind, stored), kind, self.options.ignore.pointers_for(change.key))
+        verdict = compare(
+            desired, _document(kind, stored), kind, self.options.ignore.pointers_for(change.key)
+        )
         changed = tuple(f.path for f in verdict.fields)
         message = note or change.action.value + "d"
         if changed:

@@ -96,7 +96,9 @@ def rollback_changes(records: Iterable[JournalRecord]) -> tuple[list[Change], li
     chained = []
     for c in changes:
         if c.action is Action.DELETE:
-            deps = tuple(o.key for o in changes if o.action is Action.DELETE and c.key in _references(o.before))
+            deps = tuple(
+                o.key for o in changes if o.action is Action.DELETE and c.key in _references(o.before)
+            )
         else:
             deps = tuple(k for k in _references(c.after) if k in keys)
         chained.append(Change(c.action, c.key, c.before, c.after, c.diff, c.reason, c.etag, c.live_id, deps))

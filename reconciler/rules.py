@@ -84,7 +84,9 @@ def check_function(check: _Checker, fn: FunctionDefinition) -> None:
     error = best_match(_META_SCHEMA.iter_errors(params))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path)
-        check.add("spec.parameters" + (f".{where}" if where else ""), f"not a valid JSON Schema: {error.message}")
+        check.add(
+            "spec.parameters" + (f".{where}" if where else ""), f"not a valid JSON Schema: {error.message}"
+        )
         return
     if params.get("type") != "object":
         check.add(

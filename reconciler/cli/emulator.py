@@ -31,15 +31,28 @@ def _fail_rule(value: str) -> tuple[int, float]:
 @click.option("--port", default=8765, show_default=True, type=int)
 @click.option("--db", default=".reconciler/emulator.db", show_default=True, help="SQLite file, or :memory:.")
 @click.option("--fixtures", type=click.Path(file_okay=False, path_type=Path), help="Folder of fixture JSON.")
-@click.option("--rate-limit", "rate_limit", default=300, show_default=True, type=int, help="Requests per minute.")
+@click.option(
+    "--rate-limit", "rate_limit", default=300, show_default=True, type=int, help="Requests per minute."
+)
 @click.option("--latency-ms", default=0.0, type=float)
 @click.option("--jitter-ms", default=0.0, type=float)
 @click.option("--fail", "fail", multiple=True, help="STATUS:PROBABILITY, e.g. 503:0.1 (repeatable).")
 @click.option("--drop", default=0.0, type=click.FloatRange(0, 1), help="Probability of a lost response.")
 @click.option("--seed", type=int, help="Seed for reproducible faults.")
 @click.option("--lax", is_flag=True, help="Allow updates without If-Match.")
-def serve(host: str, port: int, db: str, fixtures: Path | None, rate_limit: int, latency_ms: float,
-          jitter_ms: float, fail: tuple[str, ...], drop: float, seed: int | None, lax: bool) -> None:
+def serve(
+    host: str,
+    port: int,
+    db: str,
+    fixtures: Path | None,
+    rate_limit: int,
+    latency_ms: float,
+    jitter_ms: float,
+    fail: tuple[str, ...],
+    drop: float,
+    seed: int | None,
+    lax: bool,
+) -> None:
     """Serve the emulator until interrupted."""
     from reconciler.emulator.config import DEFAULT_FIXTURES, EmulatorConfig, Faults
     from reconciler.emulator.server import make_server
@@ -47,13 +60,23 @@ def serve(host: str, port: int, db: str, fixtures: Path | None, rate_limit: int,
     started = time.perf_counter()
     if db != ":memory:":
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-    faults = Faults(latency_ms=latency_ms, jitter_ms=jitter_ms, fail=dict(_fail_rule(f) for f in fail), drop=drop)
-    config = EmulatorConfig(db=db, fixtures=fixtures or DEFAULT_FIXTURES, rate_limit_per_minute=rate_limit,
-                            seed=seed, lax=lax, faults=faults)
+    faults = Faults(
+        latency_ms=latency_ms, jitter_ms=jitter_ms, fail=dict(_fail_rule(f) for f in fail), drop=drop
+    )
+    config = EmulatorConfig(
+        db=db,
+        fixtures=fixtures or DEFAULT_FIXTURES,
+        rate_limit_per_minute=rate_limit,
+        seed=seed,
+        lax=lax,
+        faults=faults,
+    )
     server = make_server(config, host, port)
     click.echo(f"LLM Gateway emulator on http://{host}:{port} (state: {db})")
     click.echo("  client id: emulator-client   client secret: emulator-secret   (all scopes)")
-    click.echo(f"  export GENESYS_BASE_URL=http://{host}:{port} GENESYS_CLIENT_ID=emulator-client "
-               "GENESYS_CLIENT_SECRET=emulator-secret")
+    click.echo(
+        f"  export GENESYS_BASE_URL=http://{host}:{port} GENESYS_CLIENT_ID=emulator-client "
+        "GENESYS_CLIENT_SECRET=emulator-secret"
+    )
     click.echo(f"  ready in {time.perf_counter() - started:.2f}s; Ctrl-C to stop")
     server.run()

@@ -34,8 +34,10 @@ def list_runs(journal_path: str | None) -> None:
     for run in _open(journal_path).runs():
         counts = ", ".join(f"{n} {status}" for status, n in sorted(run.counts.items())) or "no changes"
         state = "" if run.finished else " (unfinished)"
-        click.echo(f"{run.run_id}  {run.started}  {run.environment or '-'}  {run.actor or '-'}  "
-                   f"{run.command}  {counts}{state}")
+        click.echo(
+            f"{run.run_id}  {run.started}  {run.environment or '-'}  {run.actor or '-'}  "
+            f"{run.command}  {counts}{state}"
+        )
 
 
 @journal.command("show")
@@ -70,6 +72,8 @@ def verify_command(journal_path: str | None, expect_head: str | None) -> None:
     report = verify(path, expect_head)
     if not report.ok:
         click.echo(f"Journal {path} is NOT intact: {report.problem}", err=True)
-        click.echo(f"Verified {report.records} record(s) before the problem; head there {report.head}", err=True)
+        click.echo(
+            f"Verified {report.records} record(s) before the problem; head there {report.head}", err=True
+        )
         raise SystemExit(1)
     click.echo(f"Journal {path} intact: {report.records} record(s); head {report.head}")

@@ -42,19 +42,42 @@ from reconciler.emulator.store import Store
 MAX_BODY = 1024 * 1024
 FUNCTIONS, PROMPTS, POLICIES = "function-definitions", "prompts", "context-policies"
 BASE = "/api/v2/ai/llm"
-CODES = {400: "bad.request", 401: "authentication.required", 403: "missing.permissions", 404: "not.found",
-         405: "method.not.allowed", 409: "conflict", 412: "precondition.failed", 413: "request.entity.too.large",
-         415: "unsupported.media.type", 428: "precondition.required", 429: "too.many.requests",
-         500: "internal.server.error", 502: "bad.gateway", 503: "service.unavailable", 504: "request.timeout"}
+CODES = {
+    400: "bad.request",
+    401: "authentication.required",
+    403: "missing.permissions",
+    404: "not.found",
+    405: "method.not.allowed",
+    409: "conflict",
+    412: "precondition.failed",
+    413: "request.entity.too.large",
+    415: "unsupported.media.type",
+    428: "precondition.required",
+    429: "too.many.requests",
+    500: "internal.server.error",
+    502: "bad.gateway",
+    503: "service.unavailable",
+    504: "request.timeout",
+}
 READ_SCOPE = {FUNCTIONS: "ai:llm:function-definition:read", PROMPTS: "ai:llm:manage", POLICIES: "ai:llm:read"}
-WRITE_SCOPE = {FUNCTIONS: "ai:llm:function-definition:write", PROMPTS: "ai:llm:manage", POLICIES: "ai:llm:write"}
+WRITE_SCOPE = {
+    FUNCTIONS: "ai:llm:function-definition:write",
+    PROMPTS: "ai:llm:manage",
+    POLICIES: "ai:llm:write",
+}
 
 
 class ApiProblem(Exception):
     """An error answer in the Genesys error body shape."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.status, self.message = status, message
         self.code = code or CODES.get(status, "error")
         self.field, self.headers = field, headers or {}
@@ -68,10 +91,19 @@ class DropConnection(Exception):
 def error_response(problem: ApiProblem) -> JSONResponse:
     context = str(uuid.uuid4())
     details = [{"errorCode": problem.code, "fieldName": problem.field}] if problem.field else []
-    body = {"message": problem.message, "code": problem.code, "status": problem.status,
-            "messageWithParams": problem.message, "messageParams": {}, "contextId": context,
-            "details": details, "errors": []}
-    return JSONResponse(body, status_code=problem.status, headers={"ININ-Correlation-Id": context, **problem.headers})
+    body = {
+        "message": problem.message,
+        "code": problem.code,
+        "status": problem.status,
+        "messageWithParams": problem.message,
+        "messageParams": {},
+        "contextId": context,
+        "details": details,
+        "errors": [],
+    }
+    return JSONResponse(
+        body, status_code=problem.status, headers={"ININ-Correlation-Id": context, **problem.headers}
+    )
 
 
 @dataclass
@@ -123,7 +155,9 @@ async def _json_body(request: Request) -> dict[str, Any]:
         raise ApiProblem(413, f"request body is {len(raw)} bytes; the limit is {MAX_BODY}")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
-        raise ApiProblem(415, f"content type {content_type or 'none'} is not supported; send application/json")
+        raise ApiProblem(
+            415, f"content type {content_type or 'none'} is not supported; send application/json"
+        )
     try:
         body = json.loads(raw)
     except ValueError:
@@ -152,11 +186,17 @@ def _rate_headers(state: State, token: Token) -> dict[str, str]:
     token.count += 1
     allowed = state.config.rate_limit_per_minute
     reset = max(1, math.ceil(60 - (now - token.window_start)))
-    headers = {"inin-ratelimit-count": str(token.count), "inin-ratelimit-allowed": str(allowed),
-               "inin-ratelimit-reset": str(reset)}
+    headers = {
+        "inin-ratelimit-count": str(token.count),
+        "inin-ratelimit-allowed": str(allowed),
+        "inin-ratelimit-reset": str(reset),
+    }
     if token.count > allowed:
-        raise ApiProblem(429, f"Rate limit exceeded the maximum. Retry the request in [{reset}] seconds",
-                         headers={**headers, "Retry-After": str(reset)})
+        raise ApiProblem(
+            429,
+            f"Rate limit exceeded the maximum. Retry the request in [{reset}] seconds",
+            headers={**headers, "Retry-After": str(reset)},
+        )
     return headers
 
 
@@ -206,8 +246,11 @@ def _maybe_fail(state: State, faults: Faults) -> None:
         if draw < probability:
             wait = faults.retry_after_s
             headers = {"Retry-After": str(wait)} if status == 429 else {}
-            message = (f"Rate limit exceeded the maximum. Retry the request in [{wait}] seconds" if status == 429
-                       else f"injected fault {status}")
+            message = (
+                f"Rate limit exceeded the maximum. Retry the request in [{wait}] seconds"
+                if status == 429
+                else f"injected fault {status}"
+            )
             raise ApiProblem(status, message, headers=headers)
         draw -= probability
 
@@ -233,7 +276,7 @@ def _slow(response: Response, total_ms: float) -> Response:
         step = max(1, math.ceil(len(body) / pieces))
         for start in range(0, len(body), step):
             await asyncio.sleep(total_ms / 1000 / pieces)
-            yield body[start:start + step]
+            yield body[start : start + step]
 
     return StreamingResponse(trickle(), status_code=response.status_code, headers=dict(response.headers))
 
@@ -254,17 +297,30 @@ def _page_params(request: Request) -> tuple[int, int]:
     return size, number
 
 
-def _envelope(request: Request, entities: list[dict[str, Any]], total: int, size: int, number: int,
-              extra: dict[str, str] | None = None) -> dict[str, Any]:
+def _envelope(
+    request: Request,
+    entities: list[dict[str, Any]],
+    total: int,
+    size: int,
+    number: int,
+    extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
     count = math.ceil(total / size) if total else 0
     path = request.url.path
 
     def uri(n: int) -> str:
         return f"{path}?{urlencode({**(extra or {}), 'pageSize': size, 'pageNumber': n})}"
 
-    body: dict[str, Any] = {"entities": entities, "pageSize": size, "pageNumber": number, "total": total,
-                            "pageCount": count, "selfUri": uri(number), "firstUri": uri(1),
-                            "lastUri": uri(max(count, 1))}
+    body: dict[str, Any] = {
+        "entities": entities,
+        "pageSize": size,
+        "pageNumber": number,
+        "total": total,
+        "pageCount": count,
+        "selfUri": uri(number),
+        "firstUri": uri(1),
+        "lastUri": uri(max(count, 1)),
+    }
     if number < count:
         body["nextUri"] = uri(number + 1)
     if number > 1:
@@ -279,7 +335,9 @@ def _listing(kind: str) -> Handler:
         with state.store.lock:
             total = state.store.count(kind, name)
             entities = state.store.page(kind, size, (number - 1) * size, name)
-        return JSONResponse(_envelope(request, entities, total, size, number, {"name": name} if name else None))
+        return JSONResponse(
+            _envelope(request, entities, total, size, number, {"name": name} if name else None)
+        )
 
     return handler
 
@@ -288,7 +346,7 @@ def _static_listing(items: Callable[[State], list[dict[str, Any]]]) -> Handler:
     async def handler(state: State, request: Request, token: Token) -> Response:
         size, number = _page_params(request)
         everything = items(state)
-        page = everything[(number - 1) * size: number * size]
+        page = everything[(number - 1) * size : number * size]
         return JSONResponse(_envelope(request, page, len(everything), size, number))
 
     return handler
@@ -357,10 +415,16 @@ def _edit_out_of_band(state: State, kind: str, resource_id: str, current: dict[s
     state.edited.append({"kind": kind, "id": resource_id})
 
 
-def _stamp(body: dict[str, Any], kind: str, resource_id: str, token: Token, previous: dict[str, Any] | None) -> None:
-    body.update(etag=_etag(), selfUri=f"{BASE}/{kind}/{resource_id}", dateModified=_now_iso(),
-                modifiedBy=token.client_id,
-                dateCreated=previous["dateCreated"] if previous else _now_iso())
+def _stamp(
+    body: dict[str, Any], kind: str, resource_id: str, token: Token, previous: dict[str, Any] | None
+) -> None:
+    body.update(
+        etag=_etag(),
+        selfUri=f"{BASE}/{kind}/{resource_id}",
+        dateModified=_now_iso(),
+        modifiedBy=token.client_id,
+        dateCreated=previous["dateCreated"] if previous else _now_iso(),
+    )
 
 
 def _put(kind: str) -> Handler:
@@ -390,8 +454,12 @@ def _put(kind: str) -> Handler:
             except validation.Invalid as exc:
                 raise ApiProblem(400, exc.message, "invalid.value", exc.field) from None
             _stamp(body, kind, resource_id, token, current)
-            state.store.put(kind, resource_id, str(body.get("name", resource_id)) if kind == PROMPTS else resource_id,
-                            body)
+            state.store.put(
+                kind,
+                resource_id,
+                str(body.get("name", resource_id)) if kind == PROMPTS else resource_id,
+                body,
+            )
         return JSONResponse(body, status_code=200 if current else 201, headers={"ETag": body["etag"]})
 
     return handler
@@ -438,7 +506,9 @@ async def _prompt_versions(state: State, request: Request, token: Token) -> Resp
         raise ApiProblem(404, f"prompt {resource_id} not found")
     size, number = _page_params(request)
     history = state.store.versions(resource_id)
-    return JSONResponse(_envelope(request, history[(number - 1) * size: number * size], len(history), size, number))
+    return JSONResponse(
+        _envelope(request, history[(number - 1) * size : number * size], len(history), size, number)
+    )
 
 
 # --- read-only context ----------------------------------------------------------------------------
@@ -448,8 +518,18 @@ async def _capacity(state: State, request: Request, token: Token) -> Response:
     model = state.models.get(request.path_params["modelId"])
     if model is None:
         raise ApiProblem(404, f"model {request.path_params['modelId']} not found")
-    return JSONResponse({k: model[k] for k in ("model_id", "max_tokens", "max_context_windows", "supported_formats",
-                                               "compaction_enabled")})
+    return JSONResponse(
+        {
+            k: model[k]
+            for k in (
+                "model_id",
+                "max_tokens",
+                "max_context_windows",
+                "supported_formats",
+                "compaction_enabled",
+            )
+        }
+    )
 
 
 def _lookup(collection: Callable[[State], dict[str, dict[str, Any]]], param: str, noun: str) -> Handler:
@@ -468,8 +548,12 @@ async def _analytics(state: State, request: Request, token: Token) -> Response:
     query = await _json_body(request)
     if query.get("view") != "ai_llm_gateway":
         raise ApiProblem(400, "view must be ai_llm_gateway", "invalid.value", "view")
-    ids = [v for f in query.get("filters", []) if isinstance(f, dict) and f.get("type") == "aiPromptId"
-           for v in f.get("values", [])]
+    ids = [
+        v
+        for f in query.get("filters", [])
+        if isinstance(f, dict) and f.get("type") == "aiPromptId"
+        for v in f.get("values", [])
+    ]
     metrics = query.get("metrics") or ["aiLatency", "aiTokensUsed", "aiSuccessRate"]
     default = state.metrics.get("default", {})
     entities = [{"aiPromptId": i, **{m: state.metrics.get(i, default).get(m) for m in metrics}} for i in ids]
@@ -482,24 +566,35 @@ async def _analytics(state: State, request: Request, token: Token) -> Response:
 async def _token(state: State, request: Request) -> Response:
     header = request.headers.get("authorization", "")
     try:
-        client_id, _, secret = base64.b64decode(header[6:]).decode().partition(":") \
-            if header.lower().startswith("basic ") else ("", "", "")
+        client_id, _, secret = (
+            base64.b64decode(header[6:]).decode().partition(":")
+            if header.lower().startswith("basic ")
+            else ("", "", "")
+        )
     except (ValueError, UnicodeDecodeError):
         client_id, secret = "", ""
     # A urlencoded form is a few lines with the stdlib; no need for python-multipart.
     form = {k: v[0] for k, v in parse_qs((await request.body()).decode("latin-1")).items()}
     known = state.config.clients.get(client_id)
     if known is None or not secrets.compare_digest(known[0], secret):
-        return JSONResponse({"error": "invalid_client", "description": "client authentication failed"},
-                            status_code=401, headers={"ININ-Correlation-Id": str(uuid.uuid4())})
+        return JSONResponse(
+            {"error": "invalid_client", "description": "client authentication failed"},
+            status_code=401,
+            headers={"ININ-Correlation-Id": str(uuid.uuid4())},
+        )
     if form.get("grant_type") != "client_credentials":
-        return JSONResponse({"error": "unsupported_grant_type", "description": "use client_credentials"},
-                            status_code=400, headers={"ININ-Correlation-Id": str(uuid.uuid4())})
+        return JSONResponse(
+            {"error": "unsupported_grant_type", "description": "use client_credentials"},
+            status_code=400,
+            headers={"ININ-Correlation-Id": str(uuid.uuid4())},
+        )
     requested = str(form.get("scope") or "").split()
     scopes = known[1] & frozenset(requested) if requested else known[1]
     access = secrets.token_urlsafe(32)
     state.tokens[access] = Token(client_id, scopes, time.time() + state.config.token_lifetime_s)
-    return JSONResponse({"access_token": access, "token_type": "bearer", "expires_in": state.config.token_lifetime_s})
+    return JSONResponse(
+        {"access_token": access, "token_type": "bearer", "expires_in": state.config.token_lifetime_s}
+    )
 
 
 def _admin_routes(state: State) -> list[Route]:
@@ -512,18 +607,27 @@ def _admin_routes(state: State) -> list[Route]:
         return JSONResponse({"reset": True})
 
     async def stats(request: Request) -> Response:
-        return JSONResponse({"requests": dict(state.requests), "statuses": {str(k): v for k, v in state.statuses.items()},
-                             "total": sum(state.requests.values()), "throttled": state.statuses.get(429, 0),
-                             "edited_out_of_band": state.edited})
+        return JSONResponse(
+            {
+                "requests": dict(state.requests),
+                "statuses": {str(k): v for k, v in state.statuses.items()},
+                "total": sum(state.requests.values()),
+                "throttled": state.statuses.get(429, 0),
+                "edited_out_of_band": state.edited,
+            }
+        )
 
     async def faults(request: Request) -> Response:
         body = await request.json()
         state.config.faults = Faults(
-            latency_ms=float(body.get("latency_ms", 0)), jitter_ms=float(body.get("jitter_ms", 0)),
+            latency_ms=float(body.get("latency_ms", 0)),
+            jitter_ms=float(body.get("jitter_ms", 0)),
             fail={int(k): float(v) for k, v in (body.get("fail") or {}).items()},
-            drop=float(body.get("drop", 0)), slow_body_ms=float(body.get("slow_body_ms", 0)),
+            drop=float(body.get("drop", 0)),
+            slow_body_ms=float(body.get("slow_body_ms", 0)),
             concurrent_writer=float(body.get("concurrent_writer", 0)),
-            retry_after_s=int(body.get("retry_after_s", 1)))
+            retry_after_s=int(body.get("retry_after_s", 1)),
+        )
         if "seed" in body:
             state.rng.seed(body["seed"])
         if "rate_limit_per_minute" in body:
@@ -553,7 +657,10 @@ def _admin_routes(state: State) -> list[Route]:
                     state.store.put(POLICIES, stored["id"], stored["id"], stored)
                 for item in body.get(PROMPTS, []):
                     stored = validation.prompt(item, state.models)
-                    stored["id"], stored["revision"] = str(uuid.UUID(int=state.rng.getrandbits(128), version=4)), 1
+                    stored["id"], stored["revision"] = (
+                        str(uuid.UUID(int=state.rng.getrandbits(128), version=4)),
+                        1,
+                    )
                     _stamp(stored, PROMPTS, stored["id"], system, None)
                     state.store.put(PROMPTS, stored["id"], stored["name"], stored)
                 created = {k: len(body.get(k, [])) for k in (FUNCTIONS, POLICIES, PROMPTS)}
@@ -562,10 +669,13 @@ def _admin_routes(state: State) -> list[Route]:
         return JSONResponse({"created": created})
 
     prefix = "/__emulator"
-    return [Route(f"{prefix}/reset", reset, methods=["POST"]), Route(f"{prefix}/stats", stats, methods=["GET"]),
-            Route(f"{prefix}/faults", faults, methods=["PUT"]),
-            Route(f"{prefix}/concurrent-writer", arm, methods=["POST"]),
-            Route(f"{prefix}/bulk", bulk, methods=["POST"])]
+    return [
+        Route(f"{prefix}/reset", reset, methods=["POST"]),
+        Route(f"{prefix}/stats", stats, methods=["GET"]),
+        Route(f"{prefix}/faults", faults, methods=["PUT"]),
+        Route(f"{prefix}/concurrent-writer", arm, methods=["POST"]),
+        Route(f"{prefix}/bulk", bulk, methods=["POST"]),
+    ]
 
 
 def endpoints() -> list[Endpoint]:
@@ -573,19 +683,30 @@ def endpoints() -> list[Endpoint]:
     out: list[Endpoint] = []
     for kind in (FUNCTIONS, PROMPTS, POLICIES):
         collection, item = f"{BASE}/{kind}", f"{BASE}/{kind}/{{id}}"
-        out += [Endpoint("GET", collection, READ_SCOPE[kind], _listing(kind)),
-                Endpoint("GET", item, READ_SCOPE[kind], _item_get(kind)),
-                Endpoint("PUT", item, WRITE_SCOPE[kind], _put(kind), writes=True),
-                Endpoint("DELETE", item, WRITE_SCOPE[kind], _delete(kind), writes=True)]
+        out += [
+            Endpoint("GET", collection, READ_SCOPE[kind], _listing(kind)),
+            Endpoint("GET", item, READ_SCOPE[kind], _item_get(kind)),
+            Endpoint("PUT", item, WRITE_SCOPE[kind], _put(kind), writes=True),
+            Endpoint("DELETE", item, WRITE_SCOPE[kind], _delete(kind), writes=True),
+        ]
     out += [
         Endpoint("POST", f"{BASE}/prompts", "ai:llm:manage", _create_prompt, writes=True),
         Endpoint("GET", f"{BASE}/prompts/{{id}}/versions", "ai:llm:manage", _prompt_versions),
         Endpoint("GET", f"{BASE}/models", "ai:llm:read", _static_listing(lambda s: list(s.models.values()))),
         Endpoint("GET", f"{BASE}/models/{{modelId}}/capacity", "ai:llm:read", _capacity),
         Endpoint("GET", "/api/v2/flows/{flowId}", "flow:read", _lookup(lambda s: s.flows, "flowId", "flow")),
-        Endpoint("GET", "/api/v2/conversations/{conversationId}", "conversation:view",
-                 _lookup(lambda s: s.conversations, "conversationId", "conversation")),
-        Endpoint("POST", "/api/v2/analytics/conversations/details/query", "analytics:conversations:view", _analytics),
+        Endpoint(
+            "GET",
+            "/api/v2/conversations/{conversationId}",
+            "conversation:view",
+            _lookup(lambda s: s.conversations, "conversationId", "conversation"),
+        ),
+        Endpoint(
+            "POST",
+            "/api/v2/analytics/conversations/details/query",
+            "analytics:conversations:view",
+            _analytics,
+        ),
     ]
     return out
 
@@ -595,15 +716,23 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
     config = config or EmulatorConfig()
     fixtures = config.fixtures
     models = {m["model_id"]: m for m in _load_fixture(fixtures, "models.json", [])}
-    state = State(config, Store(config.db), random.Random(config.seed), models,
-                  {f["id"]: f for f in _load_fixture(fixtures, "flows.json", [])},
-                  {c["id"]: c for c in _load_fixture(fixtures, "conversations.json", [])},
-                  _load_fixture(fixtures, "metrics.json", {}))
+    state = State(
+        config,
+        Store(config.db),
+        random.Random(config.seed),
+        models,
+        {f["id"]: f for f in _load_fixture(fixtures, "flows.json", [])},
+        {c["id"]: c for c in _load_fixture(fixtures, "conversations.json", [])},
+        _load_fixture(fixtures, "metrics.json", {}),
+    )
     table = endpoints()
     by_path: dict[str, list[Endpoint]] = {}
     for endpoint in table:
         by_path.setdefault(endpoint.template, []).append(endpoint)
-    routes = [Route(path, _dispatch(state, group), methods=[e.method for e in group]) for path, group in by_path.items()]
+    routes = [
+        Route(path, _dispatch(state, group), methods=[e.method for e in group])
+        for path, group in by_path.items()
+    ]
 
     async def token(request: Request) -> Response:
         return await _token(state, request)
@@ -611,7 +740,10 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document(table))
 
-    routes += [Route("/oauth/token", token, methods=["POST"]), Route("/openapi.json", openapi, methods=["GET"])]
+    routes += [
+        Route("/oauth/token", token, methods=["POST"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
     routes += _admin_routes(state)
 
     async def http_error(request: Request, exc: Exception) -> Response:

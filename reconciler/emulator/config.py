@@ -5,10 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ALL_SCOPES = frozenset({
-    "ai:llm:function-definition:read", "ai:llm:function-definition:write", "ai:llm:manage", "ai:llm:read",
-    "ai:llm:write", "ai:metrics:read", "analytics:conversations:view", "conversation:view", "flow:read",
-})
+ALL_SCOPES = frozenset(
+    {
+        "ai:llm:function-definition:read",
+        "ai:llm:function-definition:write",
+        "ai:llm:manage",
+        "ai:llm:read",
+        "ai:llm:write",
+        "ai:metrics:read",
+        "analytics:conversations:view",
+        "conversation:view",
+        "flow:read",
+    }
+)
 DEFAULT_FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -34,5 +43,6 @@ class EmulatorConfig:
     lax: bool = False  # allow updates without If-Match
     seed: int | None = None
     clients: dict[str, tuple[str, frozenset[str]]] = field(
-        default_factory=lambda: {"emulator-client": ("emulator-secret", ALL_SCOPES)})
+        default_factory=lambda: {"emulator-client": ("emulator-secret", ALL_SCOPES)}
+    )
     faults: Faults = field(default_factory=Faults)

@@ -23,13 +23,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def make_server(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 8765) -> uvicorn.Server:
     # Dropped connections are raised on purpose; log only what is critical.
-    return uvicorn.Server(uvicorn.Config(create_app(config), host=host, port=port, log_level="critical",
-                                         access_log=False, lifespan="off"))
+    return uvicorn.Server(
+        uvicorn.Config(
+            create_app(config), host=host, port=port, log_level="critical", access_log=False, lifespan="off"
+        )
+    )
 
 
 @contextmanager
-def running_emulator(config: EmulatorConfig | None = None, host: str = "127.0.0.1",
-                     timeout_s: float = 10.0) -> Iterator[str]:
+def running_emulator(
+    config: EmulatorConfig | None = None, host: str = "127.0.0.1", timeout_s: float = 10.0
+) -> Iterator[str]:
     """An emulator on a free loopback port in a background thread; yields its base URL."""
     port = free_port(host)
     server = make_server(config or EmulatorConfig(), host, port)

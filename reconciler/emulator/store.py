@@ -46,23 +46,32 @@ class Store:
             self._db.execute("COMMIT")
 
     def get(self, kind: str, resource_id: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT body FROM resources WHERE kind=? AND id=?", (kind, resource_id)).fetchone()
+        row = self._db.execute(
+            "SELECT body FROM resources WHERE kind=? AND id=?", (kind, resource_id)
+        ).fetchone()
         return json.loads(row[0]) if row else None
 
     def find_by_name(self, kind: str, name: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT body FROM resources WHERE kind=? AND name=? ORDER BY seq LIMIT 1",
-                               (kind, name)).fetchone()
+        row = self._db.execute(
+            "SELECT body FROM resources WHERE kind=? AND name=? ORDER BY seq LIMIT 1", (kind, name)
+        ).fetchone()
         return json.loads(row[0]) if row else None
 
     def put(self, kind: str, resource_id: str, name: str, body: dict[str, Any]) -> None:
-        existing = self._db.execute("SELECT seq FROM resources WHERE kind=? AND id=?", (kind, resource_id)).fetchone()
+        existing = self._db.execute(
+            "SELECT seq FROM resources WHERE kind=? AND id=?", (kind, resource_id)
+        ).fetchone()
         if existing:
-            self._db.execute("UPDATE resources SET name=?, body=? WHERE kind=? AND id=?",
-                             (name, json.dumps(body), kind, resource_id))
+            self._db.execute(
+                "UPDATE resources SET name=?, body=? WHERE kind=? AND id=?",
+                (name, json.dumps(body), kind, resource_id),
+            )
         else:
             self._seq += 1
-            self._db.execute("INSERT INTO resources (kind, id, name, seq, body) VALUES (?, ?, ?, ?, ?)",
-                             (kind, resource_id, name, self._seq, json.dumps(body)))
+            self._db.execute(
+                "INSERT INTO resources (kind, id, name, seq, body) VALUES (?, ?, ?, ?, ?)",
+                (kind, resource_id, name, self._seq, json.dumps(body)),
+            )
 
     def delete(self, kind: str, resource_id: str) -> None:
         self._db.execute("DELETE FROM resources WHERE kind=? AND id=?", (kind, resource_id))
@@ -70,26 +79,35 @@ class Store:
 
     def count(self, kind: str, name: str | None = None) -> int:
         if name is not None:
-            return int(self._db.execute("SELECT COUNT(*) FROM resources WHERE kind=? AND name=?",
-                                        (kind, name)).fetchone()[0])
+            return int(
+                self._db.execute(
+                    "SELECT COUNT(*) FROM resources WHERE kind=? AND name=?", (kind, name)
+                ).fetchone()[0]
+            )
         return int(self._db.execute("SELECT COUNT(*) FROM resources WHERE kind=?", (kind,)).fetchone()[0])
 
     def page(self, kind: str, limit: int, offset: int, name: str | None = None) -> list[dict[str, Any]]:
         if name is not None:
-            rows = self._db.execute("SELECT body FROM resources WHERE kind=? AND name=? ORDER BY seq LIMIT ? OFFSET ?",
-                                    (kind, name, limit, offset)).fetchall()
+            rows = self._db.execute(
+                "SELECT body FROM resources WHERE kind=? AND name=? ORDER BY seq LIMIT ? OFFSET ?",
+                (kind, name, limit, offset),
+            ).fetchall()
         else:
-            rows = self._db.execute("SELECT body FROM resources WHERE kind=? ORDER BY seq LIMIT ? OFFSET ?",
-                                    (kind, limit, offset)).fetchall()
+            rows = self._db.execute(
+                "SELECT body FROM resources WHERE kind=? ORDER BY seq LIMIT ? OFFSET ?", (kind, limit, offset)
+            ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
     def add_version(self, prompt_id: str, revision: int, body: dict[str, Any]) -> None:
-        self._db.execute("INSERT OR REPLACE INTO versions (prompt_id, revision, body) VALUES (?, ?, ?)",
-                         (prompt_id, revision, json.dumps(body)))
+        self._db.execute(
+            "INSERT OR REPLACE INTO versions (prompt_id, revision, body) VALUES (?, ?, ?)",
+            (prompt_id, revision, json.dumps(body)),
+        )
 
     def versions(self, prompt_id: str) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT body FROM versions WHERE prompt_id=? ORDER BY revision DESC",
-                                (prompt_id,)).fetchall()
+        rows = self._db.execute(
+            "SELECT body FROM versions WHERE prompt_id=? ORDER BY revision DESC", (prompt_id,)
+        ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
     def reset(self) -> None:

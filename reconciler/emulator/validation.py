@@ -18,10 +18,31 @@ from jsonschema.exceptions import SchemaError
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 PROPERTY_TYPES = {"string", "number", "integer", "boolean", "array", "object"}
 FUNCTION_FIELDS = ("id", "name", "description", "timeoutMillis", "parameters", "labels")
-PROMPT_FIELDS = ("name", "version", "template", "variables", "contextRules", "modelId", "maxTokens", "functions",
-                 "contextPolicyId", "variants", "labels")
-POLICY_FIELDS = ("id", "model_id", "token_limit_matrix", "memory_retention_directives", "pii_masking",
-                 "metadata_fields", "attribute_mappings", "flow_id", "format", "labels")
+PROMPT_FIELDS = (
+    "name",
+    "version",
+    "template",
+    "variables",
+    "contextRules",
+    "modelId",
+    "maxTokens",
+    "functions",
+    "contextPolicyId",
+    "variants",
+    "labels",
+)
+POLICY_FIELDS = (
+    "id",
+    "model_id",
+    "token_limit_matrix",
+    "memory_retention_directives",
+    "pii_masking",
+    "metadata_fields",
+    "attribute_mappings",
+    "flow_id",
+    "format",
+    "labels",
+)
 _EXPRESSION = re.compile(r"\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)")
 _BOUND = re.compile(r"\{%-?\s*(?:for\s+([A-Za-z_]\w*)(?:\s*,\s*([A-Za-z_]\w*))?\s+in|set\s+([A-Za-z_]\w*))")
 
@@ -39,7 +60,9 @@ def _known(body: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
 
 def _labels(body: dict[str, Any]) -> None:
     labels = body.get("labels", {})
-    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
         raise Invalid("labels", "labels must map strings to strings")
 
 
@@ -130,10 +153,15 @@ def prompt(body: dict[str, Any], models: dict[str, dict[str, Any]]) -> dict[str,
     try:
         rules_budget = sum(int(r.get("maxTokens", 0)) for r in rules)
     except (TypeError, ValueError, AttributeError):
-        raise Invalid("contextRules", "contextRules must be a list of {source, maxTokens, injectionPoint}") from None
+        raise Invalid(
+            "contextRules", "contextRules must be a list of {source, maxTokens, injectionPoint}"
+        ) from None
     variants = out.setdefault("variants", [])
     templates = [("template", out["template"])] + [
-        (f"variants[{i}].template", str(v.get("template", ""))) for i, v in enumerate(variants) if isinstance(v, dict)]
+        (f"variants[{i}].template", str(v.get("template", "")))
+        for i, v in enumerate(variants)
+        if isinstance(v, dict)
+    ]
     for field, template in templates:
         missing = sorted(template_names(template) - declared)
         if missing:
@@ -148,7 +176,9 @@ def prompt(body: dict[str, Any], models: dict[str, dict[str, Any]]) -> dict[str,
     return out
 
 
-def context_policy(resource_id: str, body: dict[str, Any], models: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def context_policy(
+    resource_id: str, body: dict[str, Any], models: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     if not ID_PATTERN.match(resource_id):
         raise Invalid("id", "id must match ^[a-z0-9][a-z0-9-]{0,63}$")
     out = _known(body, POLICY_FIELDS)
@@ -160,7 +190,10 @@ def context_policy(resource_id: str, body: dict[str, Any], models: dict[str, dic
     if not isinstance(hard, int) or hard <= 0:
         raise Invalid("token_limit_matrix.hard_limit", "hard_limit must be a positive integer")
     if hard > int(model["max_tokens"]):
-        raise Invalid("token_limit_matrix.hard_limit", f"hard_limit exceeds the model's max_tokens {model['max_tokens']}")
+        raise Invalid(
+            "token_limit_matrix.hard_limit",
+            f"hard_limit exceeds the model's max_tokens {model['max_tokens']}",
+        )
     if soft is not None and (not isinstance(soft, int) or soft >= hard):
         raise Invalid("token_limit_matrix.soft_limit", "soft_limit must be an integer below hard_limit")
     retention = out.get("memory_retention_directives") or {}

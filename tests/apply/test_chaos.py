@@ -19,8 +19,14 @@ from reconciler.emulator.server import running_emulator
 from reconciler.journal import verify
 from tests.conftest import Org
 
-CHAOS = {"latency_ms": 2, "jitter_ms": 8, "fail": {"429": 0.1, "500": 0.04, "503": 0.03, "504": 0.03},
-         "drop": 0.03, "concurrent_writer": 0.05, "seed": 20261123}
+CHAOS = {
+    "latency_ms": 2,
+    "jitter_ms": 8,
+    "fail": {"429": 0.1, "500": 0.04, "503": 0.03, "504": 0.03},
+    "drop": 0.03,
+    "concurrent_writer": 0.05,
+    "seed": 20261123,
+}
 KINDS = {"function-definitions": "id", "context-policies": "id", "prompts": "name"}
 
 
@@ -48,7 +54,9 @@ def revised(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def test_chaos_converges_without_duplicates_or_lost_updates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chaos_converges_without_duplicates_or_lost_updates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "reconciler.yaml").write_text("project: chaos\nmanifests: [manifests]\n")
     documents = generate(300, seed=3)
@@ -87,11 +95,15 @@ def test_chaos_converges_without_duplicates_or_lost_updates(tmp_path: Path, monk
         prompts = org.listing("/api/v2/ai/llm/prompts")
         names = [p["name"] for p in prompts]
         assert len(names) == len(set(names)) == sum(1 for d in documents if d["kind"] == "Prompt")
-        plan = CliRunner().invoke(main, ["plan", "--format", "json"], env=org.environ(), catch_exceptions=False)
+        plan = CliRunner().invoke(
+            main, ["plan", "--format", "json"], env=org.environ(), catch_exceptions=False
+        )
         assert plan.exit_code == 0, plan.output[-2000:]
         import json
 
-        remaining = {(c["kind"], c["name"]) for c in json.loads(plan.stdout)["changes"] if c["action"] != "no-op"}
+        remaining = {
+            (c["kind"], c["name"]) for c in json.loads(plan.stdout)["changes"] if c["action"] != "no-op"
+        }
         # Whatever is left is exactly what the last run met as a conflict: someone else's edit.
         last_edits = {(i["kind"], i["id"]) for i in org.admin("GET", "stats")["edited_out_of_band"]}
         assert len(remaining) <= len(last_edits), (remaining, codes)

@@ -25,7 +25,8 @@ KILLS = 20
 
 
 def test_sigkill_anywhere_leaves_a_verifiable_journal_and_no_duplicates(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "reconciler.yaml").write_text("project: crash\nmanifests: [manifests]\n")
     documents = generate(12, seed=11)
@@ -45,7 +46,10 @@ def test_sigkill_anywhere_leaves_a_verifiable_journal_and_no_duplicates(
             write_manifests(documents, tmp_path / "manifests")
             process = subprocess.Popen(
                 [sys.executable, "-c", "from reconciler.cli import main; main()", "apply", "--auto-approve"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             time.sleep(rng.uniform(0.3, 2.0))
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
@@ -55,12 +59,15 @@ def test_sigkill_anywhere_leaves_a_verifiable_journal_and_no_duplicates(
             report = verify(journal_path)
             assert report.ok, f"kill {i}: {report.problem}"
 
-            result = CliRunner().invoke(main, ["apply", "--auto-approve"], env=org.environ(),
-                                        catch_exceptions=False)
+            result = CliRunner().invoke(
+                main, ["apply", "--auto-approve"], env=org.environ(), catch_exceptions=False
+            )
             assert result.exit_code == 0, f"kill {i}: {result.output[-2000:]}"
             names = [p["name"] for p in org.listing("/api/v2/ai/llm/prompts")]
             assert len(names) == len(set(names)) == sum(1 for d in documents if d["kind"] == "Prompt")
-        plan = CliRunner().invoke(main, ["plan", "--detailed-exitcode"], env=org.environ(), catch_exceptions=False)
+        plan = CliRunner().invoke(
+            main, ["plan", "--detailed-exitcode"], env=org.environ(), catch_exceptions=False
+        )
         assert plan.exit_code == 0, plan.output[-2000:]
         assert verify(journal_path).ok
         print(f"{KILLS} kills, {set_aside} torn tail(s) set aside")

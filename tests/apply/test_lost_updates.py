@@ -11,7 +11,13 @@ from pathlib import Path
 from click.testing import CliRunner
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from reconciler.cli import main
 from reconciler.emulator.config import EmulatorConfig
@@ -76,8 +82,12 @@ class LostUpdates(RuleBasedStateMachine):
         ORG.admin("PUT", "faults", {})
         live = ORG.api("GET", PATH + name)
         description = f"out of band {n} at {self.step}"
-        response = ORG.api("PUT", PATH + name, {**live.json(), "description": description},
-                           {"If-Match": live.headers["ETag"]})
+        response = ORG.api(
+            "PUT",
+            PATH + name,
+            {**live.json(), "description": description},
+            {"If-Match": live.headers["ETag"]},
+        )
         assert response.status_code == 200
         self.oob[name] = (description, self.step)
 
@@ -109,6 +119,13 @@ def test_no_out_of_band_write_is_ever_overwritten() -> None:
     global ORG
     with running_emulator(EmulatorConfig(rate_limit_per_minute=1_000_000, seed=3)) as url:
         ORG = Org(url)
-        run_state_machine_as_test(LostUpdates, settings=settings(
-            max_examples=12, stateful_step_count=12, deadline=None, derandomize=True,
-            suppress_health_check=list(HealthCheck)))
+        run_state_machine_as_test(
+            LostUpdates,
+            settings=settings(
+                max_examples=12,
+                stateful_step_count=12,
+                deadline=None,
+                derandomize=True,
+                suppress_health_check=list(HealthCheck),
+            ),
+        )

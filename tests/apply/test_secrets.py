@@ -37,19 +37,33 @@ spec:
 """
 
 
-def test_canaries_never_leak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_canaries_never_leak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "reconciler.yaml").write_text(PROJECT.format(port=free_port()))
     (tmp_path / "manifests").mkdir()
     (tmp_path / "manifests" / "policy.yaml").write_text(MANIFEST)
-    config = EmulatorConfig(clients={"canary-client": (CLIENT_SECRET, ALL_SCOPES)}, rate_limit_per_minute=10_000)
+    config = EmulatorConfig(
+        clients={"canary-client": (CLIENT_SECRET, ALL_SCOPES)}, rate_limit_per_minute=10_000
+    )
     with running_emulator(config) as url:
-        env = {"GENESYS_BASE_URL": url, "GENESYS_CLIENT_ID": "canary-client",
-               "GENESYS_CLIENT_SECRET": CLIENT_SECRET, "HOOK_SECRET": WEBHOOK_SECRET}
+        env = {
+            "GENESYS_BASE_URL": url,
+            "GENESYS_CLIENT_ID": "canary-client",
+            "GENESYS_CLIENT_SECRET": CLIENT_SECRET,
+            "HOOK_SECRET": WEBHOOK_SECRET,
+        }
         outputs = []
-        for args in (["plan", "-o", "plan.json"], ["plan", "--format", "json"], ["plan", "--format", "markdown"],
-                     ["apply", "plan.json"], ["drift", "--format", "json"], ["journal", "list"]):
+        for args in (
+            ["plan", "-o", "plan.json"],
+            ["plan", "--format", "json"],
+            ["plan", "--format", "markdown"],
+            ["apply", "plan.json"],
+            ["drift", "--format", "json"],
+            ["journal", "list"],
+        ):
             result = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
             outputs.append(result.output)
             assert result.exit_code in (0, 2), (args, result.output)

@@ -19,11 +19,19 @@ REPO = Path(__file__).resolve().parents[2]
 def example(org: Org, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the repository's example project with a `test` environment at the emulator."""
     shutil.copytree(REPO / "manifests", tmp_path / "manifests")
-    project = (REPO / "reconciler.yaml").read_text().replace("environments:\n", f"""environments:
+    project = (
+        (REPO / "reconciler.yaml")
+        .read_text()
+        .replace(
+            "environments:\n",
+            f"""environments:
   test:
     baseUrl: {org.base_url}
     variables: {{team: qa, supportEmail: qa@example.com}}
-""", 1)
+""",
+            1,
+        )
+    )
     (tmp_path / "reconciler.yaml").write_text(project)
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -40,18 +48,33 @@ def test_drift_classifies_each_kind_of_difference(org: Org, example: Path) -> No
     assert cli(org, "drift")[0] == 0
     # changed outside git
     live = org.api("GET", "/api/v2/ai/llm/function-definitions/func-weather-v1")
-    org.api("PUT", "/api/v2/ai/llm/function-definitions/func-weather-v1",
-            {**live.json(), "timeoutMillis": 9999}, {"If-Match": live.headers["ETag"]})
+    org.api(
+        "PUT",
+        "/api/v2/ai/llm/function-definitions/func-weather-v1",
+        {**live.json(), "timeoutMillis": 9999},
+        {"If-Match": live.headers["ETag"]},
+    )
     # missing live
     policy = org.api("GET", "/api/v2/ai/llm/context-policies/policy-orders")
-    org.api("DELETE", "/api/v2/ai/llm/context-policies/policy-orders", headers={"If-Match": policy.headers["ETag"]})
+    org.api(
+        "DELETE",
+        "/api/v2/ai/llm/context-policies/policy-orders",
+        headers={"If-Match": policy.headers["ETag"]},
+    )
     # unmanaged extra: labelled as ours, not in git
-    extra = {"id": "func-extra", "name": "extra", "description": "x", "timeoutMillis": 10,
-             "parameters": {"type": "object", "properties": {}},
-             "labels": {"reconciler.genesys.cloud/managed-by": "contact-center-ai"}}
+    extra = {
+        "id": "func-extra",
+        "name": "extra",
+        "description": "x",
+        "timeoutMillis": 10,
+        "parameters": {"type": "object", "properties": {}},
+        "labels": {"reconciler.genesys.cloud/managed-by": "contact-center-ai"},
+    }
     org.api("PUT", "/api/v2/ai/llm/function-definitions/func-extra", extra)
     # a resource nobody manages is not drift
-    org.api("PUT", "/api/v2/ai/llm/function-definitions/func-theirs", {**extra, "id": "func-theirs", "labels": {}})
+    org.api(
+        "PUT", "/api/v2/ai/llm/function-definitions/func-theirs", {**extra, "id": "func-theirs", "labels": {}}
+    )
     before = org.admin("GET", "stats")["requests"]
     code, out = cli(org, "drift", "--format", "json")
     assert code == 2
@@ -71,8 +94,13 @@ def test_drift_classifies_each_kind_of_difference(org: Org, example: Path) -> No
 
 def test_export_then_plan_shows_no_changes(org: Org, example: Path, tmp_path: Path) -> None:
     assert cli(org, "apply", "--auto-approve")[0] == 0
-    handmade = {"id": "func-handmade", "name": "handmade", "description": "Made in the UI.", "timeoutMillis": 1500,
-                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}
+    handmade = {
+        "id": "func-handmade",
+        "name": "handmade",
+        "description": "Made in the UI.",
+        "timeoutMillis": 1500,
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+    }
     assert org.api("PUT", "/api/v2/ai/llm/function-definitions/func-handmade", handmade).status_code == 201
     code, out = cli(org, "export", "--out", "exported")
     assert code == 0, out

