@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: install test soak lint typecheck schemas demo bench clean
+.PHONY: install test lint typecheck schemas demo bench clean
 
 .venv/bin/python:
 	python3 -m venv .venv
@@ -12,10 +12,7 @@ install: .venv/bin/python
 	$(PY) -m pip install --quiet -e '.[dev]'
 
 test:
-	$(PY) -m pytest -n 2 -p no:cacheprovider
-
-soak:
-	$(PY) -m pytest -m slow -p no:cacheprovider
+	$(PY) -m pytest -q -n 2 -p no:cacheprovider
 
 lint:
 	$(PY) -m ruff check reconciler tests bench

@@ -80,7 +80,8 @@ def _who(item: Drift) -> str:
 
 def render_text(report: DriftReport) -> str:
     if not report:
-        return f"No drift: the live org matches git{' in ' + report.environment if report.environment else ''}.\n"
+        where = f" in {report.environment}" if report.environment else ""
+        return f"No drift: the live org matches git{where}.\n"
     lines = [f"Drift found: {len(report.items)} resource(s)."]
     for item in report.items:
         who = _who(item)

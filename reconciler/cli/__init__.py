@@ -41,17 +41,17 @@ def main() -> None:
     """
 
 
-def _register_commands() -> None:
-    # Imported for their side effect of adding commands to ``main``; a module that is not
-    # written yet is simply absent.
-    import importlib
+# The command modules register themselves on ``main`` when imported (import order = help order).
+from reconciler.cli import (  # noqa: E402
+    apply,
+    drift,
+    emulator,
+    export,
+    journal,
+    plan,
+    render,
+    schema,
+    validate,
+)
 
-    for name in ("validate", "schema", "emulator", "plan", "apply", "journal", "drift", "export", "render"):
-        try:
-            importlib.import_module(f"reconciler.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"reconciler.cli.{name}":
-                raise
-
-
-_register_commands()
+__all__ = ["apply", "drift", "emulator", "export", "journal", "main", "plan", "render", "schema", "validate"]

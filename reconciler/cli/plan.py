@@ -20,6 +20,7 @@ from reconciler.cli.options import (
 )
 from reconciler.client.connect import open_client
 from reconciler.plan import Plan
+from reconciler.previews import plan_previews
 from reconciler.render import render_json, render_markdown, render_text
 from reconciler.workspace import Workspace, make_live_plan, open_workspace, plan_options
 
@@ -30,7 +31,10 @@ def show_plan(ws: Workspace, plan: Plan, output_format: str, color: bool) -> Non
     if output_format == "json":
         click.echo(ws.redactor.text(render_json(plan, redact=redact)))
     elif output_format == "markdown":
-        chunks = render_markdown(plan, redact=redact)
+        desired = [m.manifest for m in ws.manifests.manifests]
+        roots = sorted({Path(m.source.file).resolve().parent for m in ws.manifests.manifests})
+        roots = [p for r in roots for p in (r, *r.parents)]
+        chunks = render_markdown(plan, previews=plan_previews(plan, desired, roots), redact=redact)
         click.echo(ws.redactor.text("\n\n<!-- reconciler: next comment -->\n\n".join(chunks)))
     else:
         click.echo(ws.redactor.text(render_text(plan, color=color, redact=redact)), nl=False)

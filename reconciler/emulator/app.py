@@ -334,7 +334,10 @@ def _listing(kind: str) -> Handler:
         name = request.query_params.get("name") if kind == PROMPTS else None
         with state.store.lock:
             total = state.store.count(kind, name)
-            entities = state.store.page(kind, size, (number - 1) * size, name)
+            offset = (number - 1) * size
+            # A page past the end is empty (schemathesis found that a huge pageNumber overflowed
+            # SQLite's OFFSET into a 500).
+            entities = state.store.page(kind, size, offset, name) if offset < total else []
         return JSONResponse(
             _envelope(request, entities, total, size, number, {"name": name} if name else None)
         )

@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS resources (
 CREATE INDEX IF NOT EXISTS resources_order ON resources (kind, seq);
 CREATE INDEX IF NOT EXISTS resources_name ON resources (kind, name);
 CREATE TABLE IF NOT EXISTS versions (
-    prompt_id TEXT NOT NULL, revision INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (prompt_id, revision));
+    prompt_id TEXT NOT NULL, revision INTEGER NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (prompt_id, revision));
 """
 
 

@@ -15,7 +15,7 @@ from reconciler.journal import Journal, RecordType, summarize, verify
 
 def filled(path: Path, runs: int = 2, per_run: int = 3) -> Journal:
     journal = Journal(path)
-    for r in range(runs):
+    for _ in range(runs):
         run_id = journal.start_run(
             actor="ci", environment="prod", plan_hash="abc", git_commit=None, command="apply"
         )

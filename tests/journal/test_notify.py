@@ -22,7 +22,7 @@ RECEIVED: list[dict[str, Any]] = []
 
 
 class Receiver(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         RECEIVED.append({"path": self.path, "body": body, "signature": self.headers.get(SIGNATURE_HEADER)})
         if self.path == "/slow":

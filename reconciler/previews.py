@@ -1,0 +1,107 @@
+"""Sample inputs for prompt previews: which conversation, attributes and flow inputs to render
+a prompt with, read from the files an author commits under ``manifests/samples/``.
+
+A prompt may name its samples with annotations (paths relative to the manifests folder):
+``reconciler.genesys.cloud/preview-conversation`` and ``.../preview-attributes``. Without them,
+the first ``samples/conv-*.json`` is used with no attributes. Flow inputs come from
+``samples/flows/<flowId>.json``. This module reads files; rendering itself is ``prompting``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import ConfigError
+from reconciler.models import ContextPolicy, Kind, Prompt, ResourceKey
+from reconciler.plan import Action, Plan
+from reconciler.prompting import preview
+
+CONVERSATION_ANNOTATION = "reconciler.genesys.cloud/preview-conversation"
+ATTRIBUTES_ANNOTATION = "reconciler.genesys.cloud/preview-attributes"
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+
+
+def flow_inputs_file(root: Path, flow_id: str | None) -> dict[str, str] | None:
+    if not flow_id:
+        return None
+    path = root / "samples" / "flows" / f"{flow_id}.json"
+    if not path.exists():
+        return None
+    return {str(d["name"]): str(d.get("dataType", "string")) for d in read_json(path)}
+
+
+@dataclass(frozen=True)
+class Samples:
+    conversation: Mapping[str, Any]
+    attributes: Mapping[str, Any] | None
+    flow_inputs: Mapping[str, str] | None
+
+
+def samples_for(prompt: Prompt, policy: ContextPolicy | None, root: Path) -> Samples | None:
+    conversation_file = prompt.metadata.annotations.get(CONVERSATION_ANNOTATION)
+    if conversation_file:
+        conversation_path = root / conversation_file
+    else:
+        found = sorted((root / "samples").glob("conv-*.json"))
+        if not found:
+            return None
+        conversation_path = found[0]
+    attributes_file = prompt.metadata.annotations.get(ATTRIBUTES_ANNOTATION)
+    attributes = read_json(root / attributes_file) if attributes_file else None
+    flow = flow_inputs_file(root, policy.spec.flow_id if policy else None)
+    return Samples(read_json(conversation_path), attributes, flow)
+
+
+def plan_previews(
+    plan: Plan, desired: Sequence[Prompt | ContextPolicy | Any], roots: Sequence[Path]
+) -> dict[ResourceKey, str]:
+    """Rendered before/after diffs of every prompt the plan creates or updates."""
+    root = next((r for r in roots if (r / "samples").is_dir()), None)
+    if root is None:
+        return {}
+    prompts = {m.metadata.name: m for m in desired if isinstance(m, Prompt)}
+    policies = {m.metadata.name: m for m in desired if isinstance(m, ContextPolicy)}
+    out: dict[ResourceKey, str] = {}
+    for change in plan.changes:
+        if change.key.kind is not Kind.PROMPT or change.action not in (Action.CREATE, Action.UPDATE):
+            continue
+        after = prompts.get(change.key.name)
+        if after is None:
+            continue
+        policy = policies.get(after.spec.context_policy or "")
+        try:
+            samples = samples_for(after, policy, root)
+        except ConfigError as exc:
+            out[change.key] = f"(preview unavailable: {exc})"
+            continue
+        if samples is None:
+            continue
+        before = None
+        if change.before is not None:
+            try:
+                before = Prompt.model_validate(
+                    {
+                        "apiVersion": after.api_version,
+                        "kind": "Prompt",
+                        "metadata": {"name": change.key.name},
+                        "spec": change.before["spec"],
+                    }
+                )
+            except ValueError:
+                before = None
+        out[change.key] = preview(
+            before, after, policy, samples.conversation, samples.attributes, samples.flow_inputs
+        )
+    return out
