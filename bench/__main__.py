@@ -109,7 +109,11 @@ def requests_made(url: str) -> int:
 def run_measured(
     args: list[str], url: str, cwd: Path, extra_env: dict[str, str] | None = None
 ) -> dict[str, float]:
-    """Run a reconciler command in a child process; wall time, CPU and peak RSS of that child."""
+    """Run a reconciler command in a child process; wall time, CPU and peak RSS of that child.
+
+    Peak RSS is the child's VmHWM: ru_maxrss would carry over the parent's high-water mark
+    across exec on Linux and report the benchmark's own memory instead.
+    """
     env = {
         **os.environ,
         "GENESYS_BASE_URL": url,
@@ -118,10 +122,11 @@ def run_measured(
         **(extra_env or {}),
     }
     code = (
-        "import resource, sys, time; t=time.perf_counter(); from reconciler.cli import main\n"
+        "import sys, time; t=time.perf_counter(); from reconciler.cli import main\n"
         "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
-        "print('BENCH', time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-        "file=sys.stderr)\nsys.exit(rc)"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so it would report the parent's.
+        "hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0].split()[1]\n"
+        "print('BENCH', time.perf_counter()-t, hwm, file=sys.stderr)\nsys.exit(rc)"
     )
     started = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

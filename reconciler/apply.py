@@ -155,12 +155,12 @@ class _Executor:
             elif blockers:
                 names = ", ".join(str(b) for b in blockers)
                 outcome = Outcome(change, Status.SKIPPED, f"skipped: depends on {names}, which did not apply")
-                self._journal_outcome(index, outcome)
+                await self._journal_outcome(index, outcome)
             else:
                 outcome = await self._execute(index, change)
         except Exception as exc:  # a bug must not leave dependants waiting forever
             outcome = Outcome(change, Status.FAILED, f"internal error: {type(exc).__name__}: {exc}")
-            self._journal_outcome(index, outcome)
+            await self._journal_outcome(index, outcome)
         self.outcomes[change.key] = outcome
         self.done[change.key].set()
         if self.options.on_outcome:
@@ -189,8 +189,7 @@ class _Executor:
     async def _execute(self, index: int, change: Change) -> Outcome:
         method, path = self._method_and_path(change)
         redact = self.options.redactor
-        self.journal.append(
-            self.run_id,
+        await self._append(
             RecordType.INTENT,
             {
                 "change_id": index,
@@ -209,7 +208,7 @@ class _Executor:
         except ApiError as exc:
             outcome = Outcome(change, Status.FAILED, redact.text(str(exc)), exc.status)
         outcome = replace(outcome, latency_ms=round((time.perf_counter() - started) * 1000, 2))
-        self._journal_outcome(index, outcome)
+        await self._journal_outcome(index, outcome)
         if outcome.status is Status.APPLIED:
             self._notify(change, outcome)
         return outcome
@@ -348,10 +347,14 @@ class _Executor:
             return None
         return {"spec": self.options.redactor.resource(kind, doc["spec"]), "labels": doc["labels"]}
 
-    def _journal_outcome(self, index: int, outcome: Outcome) -> None:
+    async def _append(self, record_type: RecordType, data: dict[str, Any]) -> None:
+        # The fsync happens in a worker thread: this change waits for its record to be durable
+        # before it goes on, while the event loop keeps every other change's requests moving.
+        await asyncio.to_thread(self.journal.append, self.run_id, record_type, data)
+
+    async def _journal_outcome(self, index: int, outcome: Outcome) -> None:
         change, redact = outcome.change, self.options.redactor
-        self.journal.append(
-            self.run_id,
+        await self._append(
             RecordType.OUTCOME,
             {
                 "change_id": index,
@@ -391,7 +394,7 @@ class _Executor:
 
     async def _deliver(self, event: Event) -> None:
         for delivery in await deliver(self.notify_http, self.options.webhooks, event):
-            self.journal.append(self.run_id, RecordType.NOTIFICATION, delivery.as_record())
+            await self._append(RecordType.NOTIFICATION, delivery.as_record())
 
 
 async def apply_plan(
