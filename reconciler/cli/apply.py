@@ -22,12 +22,13 @@ from reconciler.cli.options import (
     use_color,
 )
 from reconciler.cli.plan import show_plan
+from reconciler.client.adapters import adapter_for
 from reconciler.client.api import GatewayClient
 from reconciler.client.connect import open_client
 from reconciler.diff import desired_document, fingerprint
 from reconciler.errors import ConfigError, StalePlanError
 from reconciler.journal import Journal, detect_actor, detect_git_commit, write_step_summary
-from reconciler.models import key_of
+from reconciler.models import Kind, key_of
 from reconciler.plan import Action, Change, Plan, plan_from_json
 from reconciler.rollback import rollback_plan
 from reconciler.workspace import Workspace, ignore_rules, make_live_plan, open_workspace, plan_options
@@ -231,8 +232,39 @@ def apply_command(
     raise SystemExit(result.exit_code)
 
 
+async def revision_plan(ws: Workspace, client: GatewayClient, prompt_name: str, revision: int) -> Plan:
+    """A plan that puts a prompt back to one of its server-side earlier revisions (/versions)."""
+    found = await client.find_prompt(prompt_name)
+    if found is None:
+        raise ConfigError(f"no prompt named {prompt_name!r} in the live org")
+    live, _ = found
+    versions = await client.prompt_versions(live.id)
+    chosen = [v for v in versions if v.get("revision") == revision]
+    if not chosen:
+        known = ", ".join(str(v.get("revision")) for v in versions) or "none"
+        raise ConfigError(
+            f"prompt {prompt_name!r} has no earlier revision {revision} (earlier revisions: {known})"
+        )
+    earlier = adapter_for(Kind.PROMPT).from_wire(chosen[0])
+    before = {"spec": live.spec, "labels": live.labels}
+    after = {"spec": earlier.spec, "labels": live.labels}
+    change = Change(
+        Action.ROLLBACK,
+        live.key,
+        before,
+        after,
+        None,
+        f"back to server revision {revision}",
+        live.etag,
+        live.id,
+    )
+    return Plan(ws.connection.environment, ws.project.project, "", (change,))
+
+
 @main.command("rollback")
-@click.argument("run_id")
+@click.argument("run_id", required=False)
+@click.option("--prompt", "prompt_name", metavar="NAME", help="Instead of a run: put this prompt back to...")
+@click.option("--revision", type=int, metavar="N", help="...this server-side revision (see its /versions).")
 @env_option
 @click.option(
     "--auto-approve", is_flag=True, envvar="RECONCILER_AUTO_APPROVE", help="Do not ask for confirmation (CI)."
@@ -241,37 +273,52 @@ def apply_command(
 @journal_option
 @color_option
 def rollback_command(
-    run_id: str,
+    run_id: str | None,
+    prompt_name: str | None,
+    revision: int | None,
     env_name: str | None,
     auto_approve: bool,
     parallelism: int,
     journal_path: str | None,
     no_color: bool,
 ) -> None:
-    """Undo what run RUN_ID changed (see `reconciler journal list`), with the same locking.
+    """Undo what run RUN_ID changed (see `reconciler journal list`), with the same locking;
+    or, with --prompt NAME --revision N, put a prompt back to an earlier server-side revision.
 
-    A resource changed since that run is a conflict (exit 3), never overwritten.
+    A resource changed since is a conflict (exit 3), never overwritten.
     """
+    if (run_id is None) == (prompt_name is None) or (prompt_name is None) != (revision is None):
+        raise ConfigError("give a RUN_ID, or --prompt NAME with --revision N")
     ws = open_workspace(env_name, journal=journal_path)
     journal = open_journal(ws)
-    records = journal.run(run_id)
-    if not records:
-        raise ConfigError(f"no run {run_id!r} in {ws.journal_path}; see `reconciler journal list`")
-    the_plan, refused = rollback_plan(
-        records, environment=ws.connection.environment, project=ws.project.project
-    )
-    for reason in refused:
-        note(f"Cannot roll back {reason}")
-    show_plan(ws, the_plan, "text", use_color(no_color))
-    if not the_plan.has_changes:
-        click.echo("Nothing to roll back.")
-        return
-    confirm(auto_approve, f"Do you want to roll back run {run_id}?")
 
-    async def go() -> ApplyResult:
+    async def go() -> ApplyResult | None:
         async with open_client(ws.connection, parallelism=parallelism) as client:
-            return await execute(ws, the_plan, client, journal, f"rollback {run_id}", "")
+            refused: list[str] = []
+            if prompt_name is not None and revision is not None:
+                the_plan = await revision_plan(ws, client, prompt_name, revision)
+                what = f"prompt {prompt_name} to revision {revision}"
+            else:
+                records = journal.run(run_id or "")
+                if not records:
+                    raise ConfigError(
+                        f"no run {run_id!r} in {ws.journal_path}; see `reconciler journal list`"
+                    )
+                the_plan, refused = rollback_plan(
+                    records, environment=ws.connection.environment, project=ws.project.project
+                )
+                what = f"run {run_id}"
+            for reason in refused:
+                note(f"Cannot roll back {reason}")
+            show_plan(ws, the_plan, "text", use_color(no_color))
+            if not the_plan.has_changes:
+                click.echo("Nothing to roll back.")
+                return None
+            confirm(auto_approve, f"Do you want to roll back {what}?")
+            return await execute(ws, the_plan, client, journal, f"rollback {what}", "")
 
     result = run(go())
+    if result is None:
+        return
     report(result)
     raise SystemExit(result.exit_code)

@@ -201,3 +201,16 @@ def test_no_terminal_and_no_auto_approve_refuses(org: Org, project: Path) -> Non
     code, out = cli(org, "apply")
     assert code == 1 and "--auto-approve" in out
     assert org.listing("/api/v2/ai/llm/function-definitions") == []
+
+
+def test_prompt_rolls_back_to_a_server_side_revision(org: Org, project: Path) -> None:
+    assert cli(org, "apply", "--auto-approve")[0] == 0
+    manifest = project / "manifests" / "all.yaml"
+    manifest.write_text(manifest.read_text().replace("how can I help?", "what do you need?"))
+    assert cli(org, "apply", "--auto-approve")[0] == 0
+    code, out = cli(org, "rollback", "--prompt", "assistant", "--revision", "1", "--auto-approve")
+    assert code == 0, out
+    [prompt] = org.listing("/api/v2/ai/llm/prompts")
+    assert prompt["template"] == "Hello {{ name }}, how can I help?" and prompt["revision"] == 3
+    code, out = cli(org, "rollback", "--prompt", "assistant", "--revision", "9", "--auto-approve")
+    assert code == 1 and "no earlier revision 9" in out
