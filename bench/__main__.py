@@ -22,62 +22,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.generate import generate, write_manifests
+from bench.harness import admin, emulator
 
 CLIENT = ("emulator-client", "emulator-secret")
 PAGE = 100
-
-
-# --- the emulator, in its own process -----------------------------------------------------------
-
-
-@contextmanager
-def emulator(latency_ms: float, rate: int, db: Path) -> Iterator[str]:
-    from reconciler.emulator.server import free_port
-
-    port = free_port()
-    args = [
-        sys.executable,
-        "-c",
-        "from reconciler.cli import main; main()",
-        "emulator",
-        "serve",
-        "--port",
-        str(port),
-        "--db",
-        str(db),
-        "--rate-limit",
-        str(rate),
-        "--latency-ms",
-        str(latency_ms),
-    ]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{url}/openapi.json", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def admin(url: str, method: str, path: str, body: Any = None) -> Any:
-    response = httpx.request(method, f"{url}/__emulator/{path}", json=body, timeout=300)
-    response.raise_for_status()
-    return response.json()
 
 
 def load_live(url: str, documents: list[dict[str, Any]], project: str) -> None:

@@ -9,15 +9,13 @@ conditional PUT requests per second with 8 concurrent clients (bounded: 2,000 GE
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-from reconciler.emulator.server import free_port
+from bench.harness import emulator
 
 
 async def hammer(url: str, token: str) -> tuple[float, float]:
@@ -59,33 +57,9 @@ async def hammer(url: str, token: str) -> tuple[float, float]:
 
 
 def main() -> None:
-    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from reconciler.cli import main; main()",
-                "emulator",
-                "serve",
-                "--port",
-                str(port),
-                "--db",
-                str(Path(tmp) / "e.db"),
-                "--rate-limit",
-                "1000000",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(400):
-                try:
-                    httpx.get(f"{url}/openapi.json", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.01)
+        with emulator(0, 1_000_000, Path(tmp) / "e.db") as url:
             startup = time.perf_counter() - started
             token = httpx.post(
                 f"{url}/oauth/token",
@@ -93,9 +67,6 @@ def main() -> None:
                 auth=("emulator-client", "emulator-secret"),
             ).json()["access_token"]
             gets, puts = asyncio.run(hammer(url, token))
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
     print(f"startup {startup:.2f} s; GET {gets:.0f}/s; conditional PUT (GET+PUT pairs) {puts:.0f}/s")
 
 
