@@ -214,3 +214,23 @@ def test_prompt_rolls_back_to_a_server_side_revision(org: Org, project: Path) ->
     assert prompt["template"] == "Hello {{ name }}, how can I help?" and prompt["revision"] == 3
     code, out = cli(org, "rollback", "--prompt", "assistant", "--revision", "9", "--auto-approve")
     assert code == 1 and "no earlier revision 9" in out
+
+
+def test_rollback_on_failure_undoes_what_the_run_changed(org: Org, project: Path) -> None:
+    assert cli(org, "apply", "--auto-approve")[0] == 0
+    manifest = project / "manifests" / "all.yaml"
+    # The service refuses this prompt ({% with %} binds a name its template check does not know),
+    # though it passes offline validation: a change that fails for good at apply time.
+    refused = (
+        "---\napiVersion: reconciler.genesys.cloud/v1\nkind: Prompt\nmetadata: {name: refused}\n"
+        "spec: {version: 1.0.0, modelId: genesys-llm-v4, maxTokens: 500,\n"
+        "  template: '{% with g = \"Hi\" %}{{ g }}{% endwith %}', functions: [func-orders]}\n"
+    )
+    manifest.write_text(manifest.read_text().replace("Status of an order.", "Where an order is.") + refused)
+    code, out = cli(org, "apply", "--auto-approve", "--rollback-on-failure")
+    assert code == 1, out
+    assert "rolling back" in out
+    assert org.api("GET", "/api/v2/ai/llm/function-definitions/func-orders").json()["description"] == (
+        "Status of an order."
+    )
+    assert [p["name"] for p in org.listing("/api/v2/ai/llm/prompts")] == ["assistant"]
