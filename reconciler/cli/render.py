@@ -1,4 +1,9 @@
-"""`reconciler render`: the effective prompt for a sample conversation, with a token table."""
+"""`reconciler render`: the effective prompt for a conversation, with a token table.
+
+This module only gathers the inputs (manifests, the conversation and attributes from files or
+the live org, the flow's input definitions) and prints; building the prompt is
+``reconciler.prompting`` (pure). It never writes anything, locally or live.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,39 @@ from reconciler.cli.options import env_option, format_option, run
 from reconciler.client.connect import open_client
 from reconciler.errors import ConfigError
 from reconciler.models import ContextPolicy, Kind, Prompt, ResourceKey
-from reconciler.previews import flow_inputs_file, read_json
-from reconciler.prompting import build_prompt, token_table
-from reconciler.workspace import open_workspace
+from reconciler.previews import read_json
+from reconciler.prompting import build_prompt, flow_inputs_from, token_table
+from reconciler.workspace import Workspace, open_workspace
+
+
+def _find_prompt(ws: Workspace, name: str) -> tuple[Prompt, ContextPolicy | None, Path]:
+    """The prompt, its context policy, and the folder its file is in."""
+    by_key = ws.manifests.by_key()
+    found = by_key.get(ResourceKey(Kind.PROMPT, name))
+    if found is None or not isinstance(found.manifest, Prompt):
+        names = sorted(k.name for k in by_key if k.kind is Kind.PROMPT)
+        raise ConfigError(f"no Prompt named {name!r} (prompts: {', '.join(names) or 'none'})")
+    prompt = found.manifest
+    policy = None
+    if prompt.spec.context_policy:
+        loaded = by_key.get(ResourceKey(Kind.CONTEXT_POLICY, prompt.spec.context_policy))
+        if loaded is None or not isinstance(loaded.manifest, ContextPolicy):
+            # Rendering without it would show PII unmasked and the history untrimmed.
+            raise ConfigError(
+                f"{found.source.file}:{found.source.line}: Prompt {name!r} names contextPolicy "
+                f"{prompt.spec.context_policy!r}, which is not among the manifests loaded"
+            )
+        policy = loaded.manifest
+    return prompt, policy, Path(found.source.file).resolve().parent
+
+
+def _sample_flow_inputs(start: Path, flow_id: str) -> dict[str, str] | None:
+    """``samples/flows/<flowId>.json`` in the prompt's folder or the nearest one above it."""
+    for folder in (start, *start.parents):
+        path = folder / "samples" / "flows" / f"{flow_id}.json"
+        if path.is_file():
+            return flow_inputs_from(read_json(path), str(path))
+    return None
 
 
 @main.command()
@@ -28,7 +63,7 @@ from reconciler.workspace import open_workspace
     type=click.Path(dir_okay=False, path_type=Path),
     help="A conversation as JSON (the shape of GET /api/v2/conversations/{id}).",
 )
-@click.option("--conversation-id", help="Fetch the conversation from the live org.")
+@click.option("--conversation-id", metavar="ID", help="Fetch the conversation from the live org.")
 @click.option(
     "--attributes",
     "attributes_file",
@@ -37,11 +72,12 @@ from reconciler.workspace import open_workspace
 )
 @click.option(
     "--flow-inputs",
-    "flow_inputs_path",
+    "flow_inputs_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The flow's input definitions as JSON (default: samples/flows/<flowId>.json, or live).",
+    help="The flow's input definitions, a JSON list of {name, dataType} "
+    "(default: samples/flows/<flowId>.json, else the live flow with --conversation-id).",
 )
-@click.option("--variant", help="Render this A/B variant's template instead of the main one.")
+@click.option("--variant", metavar="NAME", help="Render this A/B variant's template instead of the main one.")
 @format_option("text", "json")
 def render(
     prompt_name: str,
@@ -50,72 +86,52 @@ def render(
     conversation_file: Path | None,
     conversation_id: str | None,
     attributes_file: Path | None,
-    flow_inputs_path: Path | None,
+    flow_inputs_file: Path | None,
     variant: str | None,
     output_format: str,
 ) -> None:
-    """Show PROMPT as the gateway would build it: PII masked, history trimmed, template rendered."""
+    """Show PROMPT as the gateway would build it for a conversation: metadata flattened,
+    attributes typed, PII masked, history trimmed to the budget, template rendered strictly;
+    then the token table."""
     if (conversation_file is None) == (conversation_id is None):
         raise ConfigError("give exactly one of --conversation FILE or --conversation-id ID")
     ws = open_workspace(env_name, paths)
-    found = ws.manifests.by_key().get(ResourceKey(Kind.PROMPT, prompt_name))
-    if found is None or not isinstance(found.manifest, Prompt):
-        names = sorted(k.name for k in ws.manifests.by_key() if k.kind is Kind.PROMPT)
-        raise ConfigError(f"no Prompt named {prompt_name!r} (prompts: {', '.join(names) or 'none'})")
-    prompt = found.manifest
-    policy_loaded = ws.manifests.by_key().get(
-        ResourceKey(Kind.CONTEXT_POLICY, prompt.spec.context_policy or "")
-    )
-    policy = (
-        policy_loaded.manifest
-        if policy_loaded and isinstance(policy_loaded.manifest, ContextPolicy)
-        else None
-    )
+    prompt, policy, prompt_dir = _find_prompt(ws, prompt_name)
     flow_id = policy.spec.flow_id if policy else None
-    root = Path(found.source.file).resolve().parent
-    while root != root.parent and not (root / "samples").is_dir():
-        root = root.parent
-
-    async def live() -> tuple[dict[str, Any], dict[str, str] | None]:
-        async with open_client(ws.connection) as client:
-            conversation = await client.conversation(conversation_id) if conversation_id else {}
-            inputs = await client.flow_inputs(flow_id) if flow_id else None
-            return conversation, inputs
 
     attributes = read_json(attributes_file) if attributes_file else None
     inputs: dict[str, str] | None = None
-    if flow_inputs_path is not None:
-        inputs = {str(d["name"]): str(d.get("dataType", "string")) for d in read_json(flow_inputs_path)}
-    elif conversation_file is not None:
-        inputs = flow_inputs_file(root, flow_id)
+    if flow_inputs_file is not None:
+        inputs = flow_inputs_from(read_json(flow_inputs_file), str(flow_inputs_file))
+    elif flow_id:
+        inputs = _sample_flow_inputs(prompt_dir, flow_id)
+
     if conversation_id is not None:
-        conversation, live_inputs = run(live())
-        inputs = inputs or live_inputs
+        want_flow = flow_id if attributes is not None and inputs is None else None
+
+        async def fetch() -> tuple[dict[str, Any], dict[str, str] | None]:
+            async with open_client(ws.connection) as client:
+                conversation = await client.conversation(conversation_id)
+                live_inputs = await client.flow_inputs(want_flow) if want_flow else None
+                return conversation, live_inputs
+
+        conversation, live_inputs = run(fetch())
+        inputs = inputs if inputs is not None else live_inputs
     else:
         assert conversation_file is not None
         conversation = read_json(conversation_file)
-    if attributes and inputs is None:
+
+    if attributes is not None and inputs is None:
+        where = f"flow {flow_id!r} was not found" if flow_id else "the context policy names no flowId"
         raise ConfigError(
-            "attributes need the flow's input definitions: give --flow-inputs, or a policy "
-            "with a flowId and samples/flows/<flowId>.json"
+            f"attributes are typed by the flow's input definitions, and {where}: give --flow-inputs FILE "
+            "(a JSON list of {name, dataType})"
         )
     rendered = build_prompt(
         prompt.spec, policy.spec if policy else None, conversation, attributes, inputs, variant
     )
     if output_format == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "prompt": rendered.text,
-                    "variant": rendered.variant,
-                    "tokens": {r.part: {"tokens": r.tokens, "budget": r.budget} for r in rendered.rows},
-                    "limits": dict(rendered.limits),
-                    "masked_count": rendered.masked,
-                    "dropped_messages": rendered.dropped_messages,
-                },
-                indent=2,
-            )
-        )
+        click.echo(json.dumps(ws.redactor.value(rendered.to_json()), indent=2))
         return
     click.echo(ws.redactor.text(rendered.text).rstrip("\n"))
     click.echo("")
