@@ -15,7 +15,7 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -41,6 +41,9 @@ MAX_FILE_BYTES = 1024 * 1024
 # Nodes produced while building one document, aliases included: far above any real manifest,
 # far below what an alias bomb expands to.
 MAX_NODES = 200_000
+# Nesting depth of one document: JSON Schema parameters nest a few levels per property, so real
+# manifests stay far below; a hostile one thousands of levels deep is refused before it is built.
+MAX_DEPTH = 64
 PROJECT_FILE = "reconciler.yaml"
 _VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRET_KEYS = {"clientsecret", "secret", "token", "accesstoken", "password", "apikey"}
@@ -84,50 +87,27 @@ class ManifestSet:
         return {key_of(m.manifest): m for m in self.manifests}
 
 
+# A position in the text: PyYAML's and libyaml's Mark classes differ; both have line and column.
+_Mark = Any
+
+
 class _Document:
-    """Builds plain data from a composed YAML node, recording where each field path starts."""
+    """One YAML document's data and where each field path starts, built from the parser's events.
 
-    def __init__(
-        self, file: str, loader: yaml.SafeLoader, variables: Mapping[str, str] | None, problems: list[Problem]
-    ) -> None:
-        self.file, self.loader, self.variables, self.problems = file, loader, variables, problems
+    Building from events with an explicit stack (not from composed nodes, recursively) is what lets
+    a hostile document nested thousands of levels deep be refused with its file:line instead of
+    exhausting the C stack of libyaml's composer; it also skips building a node tree at all.
+    """
+
+    def __init__(self, file: str, variables: Mapping[str, str] | None, problems: list[Problem]) -> None:
+        self.file, self.variables, self.problems = file, variables, problems
         self.positions: dict[str, tuple[int, int]] = {}
-        self.nodes = 0
 
-    def problem(self, node: yaml.Node, path: str, message: str) -> None:
-        mark = node.start_mark
-        self.problems.append(Problem(self.file, mark.line + 1, mark.column + 1, message, path))
+    def problem(self, mark: _Mark, path: str, message: str) -> None:
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        self.problems.append(Problem(self.file, line, col, message, path))
 
-    def build(self, node: yaml.Node, path: str = "") -> Any:
-        self.nodes += 1
-        if self.nodes > MAX_NODES:
-            raise _TooLarge(node)
-        self.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    self.problem(key_node, path, "merge keys (<<) are not supported in manifests")
-                    continue
-                key = self.loader.construct_object(key_node)
-                if not isinstance(key, str):
-                    self.problem(key_node, path, f"mapping keys must be strings, got {key!r}")
-                    continue
-                child = f"{path}.{key}" if path else key
-                if key in out:
-                    first = self.positions.get(child, (0, 0))[0]
-                    self.problem(key_node, child, f"duplicate key {key!r} (first defined on line {first})")
-                    continue
-                out[key] = self.build(value_node, child)
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
-        value = self.loader.construct_object(node)
-        if isinstance(value, str) and self.variables is not None and "$" in value:
-            value = self._substitute(node, path, value)
-        return value
-
-    def _substitute(self, node: yaml.Node, path: str, text: str) -> str:
+    def substitute(self, mark: _Mark, path: str, text: str) -> str:
         def replace(match: re.Match[str]) -> str:
             escaped, name = match.group(1), match.group(2)
             if escaped:
@@ -135,16 +115,175 @@ class _Document:
             assert self.variables is not None
             if name not in self.variables:
                 known = ", ".join(sorted(self.variables)) or "none defined"
-                self.problem(node, path, f"undefined variable ${{{name}}} (environment variables: {known})")
+                self.problem(mark, path, f"undefined variable ${{{name}}} (environment variables: {known})")
                 return match.group(0)
             return self.variables[name]
 
         return _VAR.sub(replace, text)
 
 
-class _TooLarge(Exception):
-    def __init__(self, node: yaml.Node) -> None:
-        self.node = node
+class _Refused(Exception):
+    """The document is too deep or too large to build; ``message`` says which, at ``mark``."""
+
+    def __init__(self, mark: _Mark, message: str) -> None:
+        self.mark, self.message = mark, message
+
+
+_SKIP = object()  # the "key" of a mapping entry that was reported and is being skipped
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+@dataclass
+class _Open:
+    """A collection being built: its value, its path, and (for a mapping) the key awaiting a value."""
+
+    value: dict[str, Any] | list[Any]
+    path: str
+    anchor: str | None
+    nodes_before: int
+    key: Any = None  # None: the next scalar is a key; _SKIP or a str: the next node is its value
+    key_mark: _Mark = None
+
+
+class _Builder:
+    """Turns the parser's events for one document into plain data (the document's root value)."""
+
+    def __init__(self, loader: yaml.SafeLoader, doc: _Document) -> None:
+        self.loader, self.doc = loader, doc
+        self.next_event: Callable[[], Any] = loader.get_event  # untyped in PyYAML's stubs
+        self.resolve: Callable[..., str] = loader.resolve
+        self.anchors: dict[str, tuple[Any, int]] = {}  # anchor -> (value, nodes it stands for)
+        self.nodes = 0
+
+    def scalar(self, event: yaml.ScalarEvent) -> Any:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(yaml.ScalarNode, event.value, event.implicit)
+        if tag == _STR_TAG:
+            return event.value
+        start: _Mark = event.start_mark
+        end: _Mark = event.end_mark
+        node = yaml.ScalarNode(tag, event.value, start, end, event.style)
+        return self.loader.construct_object(node)
+
+    def count(self, mark: _Mark, nodes: int = 1) -> None:
+        self.nodes += nodes
+        if self.nodes > MAX_NODES:
+            raise _Refused(
+                mark, f"document expands to more than {MAX_NODES} nodes (aliases nested too deep?)"
+            )
+
+    def build(self) -> Any:
+        """The root value; consumes events up to (not including) the DocumentEndEvent."""
+        stack: list[_Open] = []
+        while True:
+            event = self.next_event()
+            top = stack[-1] if stack else None
+            if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                assert top is not None
+                stack.pop()
+                if top.anchor:
+                    self.anchors[top.anchor] = (top.value, self.nodes - top.nodes_before)
+                if not stack:
+                    return top.value
+                self._attach(stack[-1], top.value)
+                continue
+            if top is not None and isinstance(top.value, dict) and top.key is None:
+                self._key(top, event)
+                continue
+            path = self._child_path(top)
+            mark = event.start_mark
+            self.count(mark)
+            if top is None or top.key is not _SKIP:
+                self.doc.positions.setdefault(path, (mark.line + 1, mark.column + 1))
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                if len(stack) >= MAX_DEPTH:
+                    raise _Refused(mark, f"nested more than {MAX_DEPTH} levels deep")
+                empty: dict[str, Any] | list[Any] = {} if isinstance(event, yaml.MappingStartEvent) else []
+                stack.append(_Open(empty, path, event.anchor, self.nodes))
+                continue
+            if isinstance(event, yaml.AliasEvent):
+                if event.anchor not in self.anchors:
+                    raise _Refused(mark, f"alias *{event.anchor} names no anchor defined before it")
+                value, nodes = self.anchors[event.anchor]
+                self.count(mark, nodes)
+            elif isinstance(event, yaml.ScalarEvent):
+                value = self.scalar(event)
+                if isinstance(value, str) and self.doc.variables is not None and "$" in value:
+                    value = self.doc.substitute(mark, path, value)
+                if event.anchor:
+                    self.anchors[event.anchor] = (value, 1)
+            else:  # pragma: no cover - the parser emits nothing else inside a document
+                raise _Refused(mark, f"unexpected YAML event {type(event).__name__}")
+            if top is None:
+                return value
+            self._attach(top, value)
+
+    @staticmethod
+    def _child_path(top: _Open | None) -> str:
+        if top is None:
+            return ""
+        if isinstance(top.value, list):
+            return f"{top.path}[{len(top.value)}]"
+        if top.key is _SKIP:
+            return f"{top.path}.<skipped>"
+        return f"{top.path}.{top.key}" if top.path else str(top.key)
+
+    @staticmethod
+    def _attach(top: _Open, value: Any) -> None:
+        if isinstance(top.value, list):
+            top.value.append(value)
+            return
+        if top.key is not _SKIP:
+            top.value[top.key] = value
+        top.key = None
+
+    def _key(self, top: _Open, event: yaml.Event) -> None:
+        """Read a mapping key; a key that is reported makes its value be read and skipped."""
+        assert isinstance(top.value, dict)
+        mark = event.start_mark
+        top.key_mark = mark
+        if not isinstance(event, yaml.ScalarEvent):
+            self.doc.problem(mark, top.path, "mapping keys must be strings")
+            # A collection or alias as a key: read it (and drop it) as if it were the skipped value.
+            top.key = _SKIP
+            self._skip_node(event)
+            top.key = _SKIP  # its value follows, and is skipped too
+            return
+        tag = event.tag
+        if (tag is None or tag == "!") and event.implicit[0] and event.value == "<<":
+            tag = _MERGE_TAG
+        if tag == _MERGE_TAG:
+            self.doc.problem(mark, top.path, "merge keys (<<) are not supported in manifests")
+            top.key = _SKIP
+            return
+        key = self.scalar(event)
+        if not isinstance(key, str):
+            self.doc.problem(mark, top.path, f"mapping keys must be strings, got {key!r}")
+            top.key = _SKIP
+            return
+        if key in top.value:
+            child = f"{top.path}.{key}" if top.path else key
+            first = self.doc.positions.get(child, (0, 0))[0]
+            self.doc.problem(mark, child, f"duplicate key {key!r} (first defined on line {first})")
+            top.key = _SKIP
+            return
+        top.key = key
+
+    def _skip_node(self, event: yaml.Event) -> None:
+        """Consume the rest of a node that started with ``event`` (iteratively, counting nodes)."""
+        depth = 1 if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)) else 0
+        self.count(event.start_mark)
+        while depth:
+            event = self.next_event()
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                self.count(event.start_mark)
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+            else:
+                self.count(event.start_mark)
 
 
 def _read(path: Path, problems: list[Problem]) -> str | None:
@@ -169,28 +308,37 @@ def _read(path: Path, problems: list[Problem]) -> str | None:
 
 def parse_documents(
     file: str, text: str, variables: Mapping[str, str] | None, problems: list[Problem]
-) -> Iterator[tuple[dict[str, Any], _Document, yaml.Node]]:
-    """Each non-empty YAML document of a file as data, with its positions; syntax errors become problems."""
+) -> Iterator[tuple[dict[str, Any], _Document, Source]]:
+    """Each non-empty YAML document of a file as data, with its positions and where it starts;
+    syntax errors, and documents too deep or too large, become problems."""
     loader = _BaseLoader(text)
+    next_event: Callable[[], Any] = loader.get_event  # untyped in PyYAML's stubs
+    peek_event: Callable[[], Any] = loader.peek_event
     try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None or (isinstance(node, yaml.ScalarNode) and node.value == ""):
-                continue
-            doc = _Document(file, loader, variables, problems)
+        next_event()  # StreamStartEvent
+        while not loader.check_event(yaml.StreamEndEvent):
+            next_event()  # DocumentStartEvent
+            doc = _Document(file, variables, problems)
+            first = peek_event()
+            start = first.start_mark
+            # An empty document (a leading or trailing ---) is no manifest and no mistake.
+            empty = isinstance(first, yaml.ScalarEvent) and first.value == ""
             try:
-                data = doc.build(node)
-            except _TooLarge as exc:
-                doc.problem(
-                    exc.node,
-                    "",
-                    f"document expands to more than {MAX_NODES} nodes (aliases/anchors nested too deep?)",
-                )
+                data = _Builder(loader, doc).build()
+            except _Refused as refused:
+                doc.problem(refused.mark, "", refused.message)
+                while not loader.check_event(yaml.DocumentEndEvent):  # the rest of it, unbuilt
+                    next_event()
+                empty = True  # reported already
+            next_event()  # DocumentEndEvent
+            if empty:
                 continue
             if not isinstance(data, dict):
-                doc.problem(node, "", "a manifest must be a mapping with apiVersion, kind, metadata and spec")
+                doc.problem(
+                    start, "", "a manifest must be a mapping with apiVersion, kind, metadata and spec"
+                )
                 continue
-            yield data, doc, node
+            yield data, doc, Source(file, start.line + 1, start.column + 1)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -317,11 +465,10 @@ def collect_manifests(
         if text is None:
             continue
         digest.update(f"\0{file.as_posix()}\0".encode() + text.encode())
-        for data, doc, node in parse_documents(str(file), text, variables or {}, problems):
-            manifest = _manifest(data, doc, node, problems)
+        for data, doc, source in parse_documents(str(file), text, variables or {}, problems):
+            manifest = _manifest(data, doc, problems)
             if manifest is None:
                 continue
-            source = Source(doc.file, node.start_mark.line + 1, node.start_mark.column + 1)
             key = key_of(manifest)
             if key in seen:
                 first = seen[key]
@@ -340,9 +487,7 @@ def collect_manifests(
     return ManifestSet(tuple(loaded), digest.hexdigest()), problems
 
 
-def _manifest(
-    data: dict[str, Any], doc: _Document, node: yaml.Node, problems: list[Problem]
-) -> Manifest | None:
+def _manifest(data: dict[str, Any], doc: _Document, problems: list[Problem]) -> Manifest | None:
     api_version, kind = data.get("apiVersion"), data.get("kind")
     if api_version != API_VERSION:
         where = "apiVersion" if "apiVersion" in data else ""

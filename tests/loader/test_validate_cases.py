@@ -268,6 +268,40 @@ CASES: list[tuple[str, dict[str, str], str, str]] = [
     ),
     ("not a mapping", {"list.yaml": "- a\n- b\n"}, "list.yaml:1", "must be a mapping"),
     ("alias bomb", {"bomb.yaml": BOMB}, "bomb.yaml:", "more than"),
+    (
+        "comma in a flow mapping",
+        fn("q: {type: string}", "q: {type: string, description: Code, e.g. EUR}"),
+        "fn.yaml:12",
+        "unknown JSON Schema keyword 'e.g. EUR' (a comma inside",
+    ),
+    (
+        "misspelt schema keyword",
+        fn("q: {type: string}", "q: {type: number, maximu: 5}"),
+        "fn.yaml:12",
+        "unknown JSON Schema keyword 'maximu' (did you mean 'maximum'?)",
+    ),
+    (
+        "null schema keyword",
+        fn("q: {type: string}", "q: {type: number, minimum: null}"),
+        "fn.yaml:12",
+        "null",
+    ),
+    # About 500 levels once gave a RecursionError traceback and 30,000 (60 KB) a segfault.
+    ("nested 500 deep", {"deep.yaml": "a: " + "[" * 500 + "]" * 500 + "\n"}, "deep.yaml:1:67", "64 levels"),
+    (
+        "nested 30,000 deep",
+        {"deep.yaml": "a: " + "[" * 30_000 + "]" * 30_000 + "\n"},
+        "deep.yaml:1",
+        "64 levels",
+    ),
+    (
+        "nested deep in block style",
+        {"deep.yaml": "".join("  " * i + f"k{i}:\n" for i in range(80)) + "  " * 80 + "leaf: 1\n"},
+        "deep.yaml:65",
+        "64 levels",
+    ),
+    ("alias before its anchor", {"alias.yaml": "a: *nowhere\n"}, "alias.yaml:1:4", "no anchor"),
+    ("mapping as a key", {"key.yaml": "? [a, b]\n: 1\nc: 2\n"}, "key.yaml:1:3", "keys must be strings"),
     ("merge key", {"merge.yaml": "base: &b {x: 1}\nother:\n  <<: *b\n"}, "merge.yaml:3", "merge keys"),
     (
         "non-UTF-8 bytes",
