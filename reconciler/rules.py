@@ -8,6 +8,7 @@ field's line and column.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import warnings
@@ -40,6 +41,16 @@ MAX_OBJECT_DEPTH = 3
 _ENV = jinja2.Environment()
 # Built once: Draft7Validator.check_schema would build this validator again for every function.
 _META_SCHEMA = Draft7Validator(Draft7Validator.META_SCHEMA)
+# JSON Schema ignores keywords it does not know, so a typo (`maximu: 5`) silently drops a limit;
+# the keywords Draft 7 defines are the only ones a parameter schema may use.
+SCHEMA_KEYWORDS = frozenset(Draft7Validator.META_SCHEMA["properties"])
+# Keywords whose value is a subschema, a list of subschemas, or a map of names to subschemas.
+_SUBSCHEMA = (
+    *("items", "additionalItems", "additionalProperties", "contains", "propertyNames"),
+    *("not", "if", "then", "else"),
+)
+_SUBSCHEMA_LISTS = ("items", "allOf", "anyOf", "oneOf")
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "definitions", "dependencies")
 
 
 def estimate_tokens(text: str) -> int:
@@ -70,6 +81,32 @@ def _object_depths(schema: Any, path: str, depth: int) -> Iterator[tuple[str, in
         yield from _object_depths(schema["items"], f"{path}.items", depth)
 
 
+def unknown_keywords(schema: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(field path, message) for each unknown keyword or null value in a JSON Schema."""
+    if not isinstance(schema, dict):
+        return
+    for key, value in schema.items():
+        where = f"{path}.{key}"
+        # `{description: Source, e.g. EUR}`: the comma ends the value and starts a key `e.g. EUR`.
+        comma = " (a comma inside {...} ends a value: quote the text that holds it)" if value is None else ""
+        if key not in SCHEMA_KEYWORDS:
+            close = difflib.get_close_matches(key, SCHEMA_KEYWORDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close and not comma else comma
+            yield where, f"unknown JSON Schema keyword {key!r}{hint}"
+        elif value is None:
+            yield where, f"{key!r} has no value (null){comma}"
+    for key in _SUBSCHEMA:
+        yield from unknown_keywords(schema.get(key), f"{path}.{key}")
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(schema.get(key), list):
+            for i, item in enumerate(schema[key]):
+                yield from unknown_keywords(item, f"{path}.{key}[{i}]")
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(schema.get(key), dict):
+            for name, item in schema[key].items():
+                yield from unknown_keywords(item, f"{path}.{key}.{name}")
+
+
 def check_function(check: _Checker, fn: FunctionDefinition) -> None:
     name = fn.metadata.name
     if not FUNCTION_ID.match(name):
@@ -81,6 +118,11 @@ def check_function(check: _Checker, fn: FunctionDefinition) -> None:
     if not 1 <= fn.spec.timeout_millis <= 60000:
         check.add("spec.timeoutMillis", f"must be between 1 and 60000, got {fn.spec.timeout_millis}")
     params = fn.spec.parameters
+    unknown = list(unknown_keywords(params, "spec.parameters"))
+    for path, message in unknown:
+        check.add(path, message)
+    if unknown:
+        return
     error = best_match(_META_SCHEMA.iter_errors(params))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path)
