@@ -40,6 +40,12 @@ def _fail_rule(value: str) -> tuple[int, float]:
 @click.option("--drop", default=0.0, type=click.FloatRange(0, 1), help="Probability of a lost response.")
 @click.option("--seed", type=int, help="Seed for reproducible faults.")
 @click.option("--lax", is_flag=True, help="Allow updates without If-Match.")
+@click.option(
+    "--admin-token",
+    envvar="RECONCILER_EMULATOR_ADMIN_TOKEN",
+    help="Token /__emulator/* requires (Authorization: Bearer ...). Generated and printed when "
+    "--host is not loopback; without it on loopback, the admin endpoints are open.",
+)
 def serve(
     host: str,
     port: int,
@@ -52,10 +58,11 @@ def serve(
     drop: float,
     seed: int | None,
     lax: bool,
+    admin_token: str | None,
 ) -> None:
     """Serve the emulator until interrupted."""
     from reconciler.emulator.config import DEFAULT_FIXTURES, EmulatorConfig, Faults
-    from reconciler.emulator.server import make_server
+    from reconciler.emulator.server import is_loopback, make_server
 
     started = time.perf_counter()
     if db != ":memory:":
@@ -70,13 +77,24 @@ def serve(
         seed=seed,
         lax=lax,
         faults=faults,
+        admin_token=admin_token,
     )
     server = make_server(config, host, port)
+    if not is_loopback(host):
+        click.echo(
+            f"WARNING: listening on {host}, beyond loopback: anyone who can reach this port can use "
+            "the emulator's well-known client credentials. Bind 127.0.0.1 unless you mean it.",
+            err=True,
+        )
     click.echo(f"LLM Gateway emulator on http://{host}:{port} (state: {db})")
     click.echo("  client id: emulator-client   client secret: emulator-secret   (all scopes)")
     click.echo(
         f"  export GENESYS_BASE_URL=http://{host}:{port} GENESYS_CLIENT_ID=emulator-client "
         "GENESYS_CLIENT_SECRET=emulator-secret"
     )
+    if admin_token is None and config.admin_token is not None:  # generated: the only way to learn it
+        click.echo(f"  admin token (for /__emulator/*): {config.admin_token}")
+    elif admin_token is not None:
+        click.echo("  admin endpoints need the admin token you gave")
     click.echo(f"  ready in {time.perf_counter() - started:.2f}s; Ctrl-C to stop")
     server.run()

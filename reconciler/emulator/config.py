@@ -46,3 +46,6 @@ class EmulatorConfig:
         default_factory=lambda: {"emulator-client": ("emulator-secret", ALL_SCOPES)}
     )
     faults: Faults = field(default_factory=Faults)
+    # When set, /__emulator/* answers only requests bearing it (Authorization: Bearer <token>).
+    # The server sets one whenever it listens beyond loopback (see server.make_server).
+    admin_token: str | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import secrets
 import socket
 import threading
 import time
@@ -21,7 +23,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def is_loopback(host: str) -> bool:
+    """Does binding ``host`` keep the emulator on this machine? ('0.0.0.0' and '::' do not.)"""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name that may resolve anywhere: treat it as exposed
+
+
 def make_server(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 8765) -> uvicorn.Server:
+    """A server for ``config`` on ``host:port``. Beyond loopback the admin endpoints are guarded:
+    if the config has no admin token, one is generated here (read it back from the config)."""
+    if config.admin_token is None and not is_loopback(host):
+        config.admin_token = secrets.token_urlsafe(24)
     # Dropped connections are raised on purpose; log only what is critical.
     return uvicorn.Server(
         uvicorn.Config(
@@ -53,8 +69,9 @@ def running_emulator(
         thread.join(timeout=timeout_s)
 
 
-def admin(base_url: str, method: str, path: str, body: object = None) -> object:
+def admin(base_url: str, method: str, path: str, body: object = None, token: str | None = None) -> object:
     """Call an admin endpoint (reset, stats, faults, concurrent-writer, bulk)."""
-    response = httpx.request(method, f"{base_url}/__emulator/{path}", json=body, timeout=60)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.request(method, f"{base_url}/__emulator/{path}", json=body, timeout=60, headers=headers)
     response.raise_for_status()
     return response.json()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +283,35 @@ def test_concurrent_writer_and_seeded_faults(org: Org) -> None:
 
     first, second = pattern(), pattern()
     assert first == second and 503 in first and 200 in first
+
+
+def test_seeded_faults_do_not_depend_on_the_order_requests_arrive(org: Org) -> None:
+    """Each request's faults are drawn from its own identity (method, target, how many came before
+    it), so a run replays the same faults however concurrent requests interleave (issue 20)."""
+    token = org.token()
+    paths = [f"{FN}/func-{i}" for i in range(40)]
+
+    def statuses(order: list[str], threads: int) -> dict[str, list[int]]:
+        org.admin("PUT", "faults", {"fail": {"503": 0.3}, "drop": 0.2, "seed": 7})
+        seen: dict[str, list[int]] = {p: [] for p in paths}
+
+        def twice(path: str) -> None:
+            for _ in range(2):  # the second attempt at the same target draws afresh
+                try:
+                    answer = httpx.get(f"{org.base_url}{path}", headers={"Authorization": f"Bearer {token}"})
+                    seen[path].append(answer.status_code)
+                except httpx.TransportError:
+                    seen[path].append(0)  # dropped
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(twice, order))
+        return seen
+
+    forwards = statuses(paths, 1)
+    assert forwards == statuses(list(reversed(paths)), 1) == statuses(paths, 8)
+    outcomes = {s for pair in forwards.values() for s in pair}
+    assert {0, 404, 503} <= outcomes, outcomes
+    assert any(a != b for a, b in forwards.values())  # attempts differ: not one draw per target
 
 
 def test_state_survives_a_restart(tmp_path: Path) -> None:
