@@ -124,19 +124,8 @@ class IgnoreRules:
 
     @classmethod
     def from_config(cls, entries: Iterable[IgnoreDifferences]) -> IgnoreRules:
-        """Build from ``ProjectConfig.ignore_differences``; raises ValueError on a pointer that
-        does not start with "/" (it would silently ignore nothing)."""
-        rules = []
-        for entry in entries:
-            for pointer in entry.json_pointers:
-                if not pointer.startswith("/"):
-                    where = f"{entry.kind.value}/{entry.name}" if entry.name else entry.kind.value
-                    raise ValueError(
-                        f"ignoreDifferences for {where}: JSON pointer {pointer!r} "
-                        "must start with '/' (it is relative to the spec, e.g. /template)"
-                    )
-            rules.append((entry.kind, entry.name, tuple(entry.json_pointers)))
-        return cls(tuple(rules))
+        """Build from ``ProjectConfig.ignore_differences`` (whose model checked the pointers)."""
+        return cls(tuple((e.kind, e.name, tuple(e.json_pointers)) for e in entries))
 
     def pointers_for(self, key: ResourceKey) -> tuple[str, ...]:
         """Every pointer that applies to this resource (kind-wide ones and its own)."""

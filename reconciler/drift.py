@@ -8,6 +8,7 @@ ignoreDifferences are already absorbed by the diff, so they never count as drift
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,19 @@ from enum import StrEnum
 
 from reconciler.models import LiveResource, ResourceKey
 from reconciler.plan import Action, Plan
+from reconciler.render import (
+    COMMENT_LIMIT,
+    HEADER_ROOM,
+    PART_SEPARATOR,
+    _line_pieces,
+    _pack,
+    fit_parts,
+    number_parts,
+    part_budget,
+)
+
+# Where a shortened report says the complete one is (the drift workflow keeps it there).
+FULL_REPORT_AT = "the workflow run's job summary and its `drift` artifact"
 
 
 class DriftClass(StrEnum):
@@ -115,12 +129,67 @@ def render_json(report: DriftReport) -> str:
     )
 
 
-def render_markdown(report: DriftReport) -> str:
-    env = f" in `{report.environment}`" if report.environment else ""
+def _cell(text: str) -> str:
+    """User text in a table cell: no HTML, no code spans, no table breaks."""
+    return html.escape(text, quote=False).replace("`", "&#96;").replace("|", "&#124;").replace("\n", " ")
+
+
+_DRIFT_TABLE = "| Resource | Drift | Fields | Last modified |\n|---|---|---|---|"
+
+
+def render_markdown_parts(
+    report: DriftReport,
+    limit: int = COMMENT_LIMIT,
+    *,
+    reserve: int = HEADER_ROOM,
+    max_parts: int | None = None,
+    full_report_at: str = FULL_REPORT_AT,
+) -> list[str]:
+    """The report as issue-body/comment parts, split like a plan's (``render.render_markdown``):
+    each part plus ``reserve`` characters of the caller's header is at most ``limit``; parts after
+    the first start with "(continued, part k of n)". With ``max_parts``, a report that needs more
+    parts keeps as many rows as fit and points to ``full_report_at`` for the rest."""
+    budget = part_budget(limit, reserve)
+    env = f" in <code>{_cell(report.environment)}</code>" if report.environment else ""
     if not report:
-        return f"### ✅ No drift{env}\n\nThe live org matches git.\n"
-    rows = ["| Resource | Drift | Fields | Last modified |", "|---|---|---|---|"]
+        return [f"### ✅ No drift{env}\n\nThe live org matches git.\n"]
+    counts = ", ".join(
+        f"{sum(1 for i in report.items if i.drift is c):,} {c.value}"
+        for c in DriftClass
+        if any(i.drift is c for i in report.items)
+    )
+    head = f"### ⚠️ Drift{env}: {len(report.items):,} resource(s)\n\n{counts}."
+    rows = []
     for i in report.items:
-        fields = "<br>".join(f"`{p}`" for p in i.fields) or "—"
-        rows.append(f"| `{i.key}` | {i.drift.value} | {fields} | {_who(i) or '—'} |")
-    return f"### ⚠️ Drift{env}: {len(report.items)} resource(s)\n\n" + "\n".join(rows) + "\n"
+        fields = "<br>".join(f"<code>{_cell(p)}</code>" for p in i.fields) or "—"
+        rows.append(
+            f"| <code>{_cell(str(i.key))}</code> | {i.drift.value} | {fields} | {_cell(_who(i)) or '—'} |"
+        )
+
+    def build(kept: int) -> list[str]:
+        shown = rows[:kept]
+        if kept < len(rows):
+            shown.append(f"| … and {len(rows) - kept:,} more: see {full_report_at} | | | |")
+        return [head, *_line_pieces(_DRIFT_TABLE, shown, budget)]
+
+    if max_parts is None:
+        return number_parts(_pack(build(len(rows)), budget))
+    if max_parts < 1:
+        raise ValueError("max_parts must be at least 1")
+    return number_parts(fit_parts(build, len(rows), max_parts, budget))
+
+
+def render_markdown(
+    report: DriftReport,
+    limit: int = COMMENT_LIMIT,
+    *,
+    reserve: int = HEADER_ROOM,
+    max_parts: int | None = None,
+    full_report_at: str = FULL_REPORT_AT,
+) -> str:
+    """``render_markdown_parts`` as one text, parts separated by ``render.PART_SEPARATOR`` (the
+    marker the workflows split on, as for a plan)."""
+    parts = render_markdown_parts(
+        report, limit, reserve=reserve, max_parts=max_parts, full_report_at=full_report_at
+    )
+    return PART_SEPARATOR.join(parts)

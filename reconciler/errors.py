@@ -6,6 +6,9 @@ print a traceback for a user's mistake.
     ReconcilerError                  base; ``exit_code`` 1
     ├── ManifestError                bad manifests or project file; carries every Problem found
     ├── ConfigError                  missing environment, credentials, or project settings
+    ├── UsageError                   a command-line argument that does not parse or names nothing
+    ├── PlanFileError                a saved plan that cannot be read (malformed, unknown version)
+    ├── RenderError                  a prompt preview cannot be built for this input
     ├── LiveCheckError               a rule that needs the live org failed during plan
     ├── StalePlanError               a saved plan no longer matches the manifests it was made from
     ├── JournalError                 the journal is unreadable, torn, or its chain is broken
@@ -61,6 +64,19 @@ class ManifestError(ReconcilerError):
 
 class ConfigError(ReconcilerError):
     """The environment, credentials, or project settings are missing or wrong."""
+
+
+class UsageError(ReconcilerError):
+    """A command-line argument does not parse (``--target func-a``) or names nothing that exists."""
+
+
+class PlanFileError(ReconcilerError):
+    """A saved plan file cannot be read: not JSON, an unknown ``format_version``, or malformed."""
+
+
+class RenderError(ReconcilerError):
+    """The prompt cannot be built for this input: a missing variable, an untyped attribute,
+    a malformed conversation, a pattern that does not compile."""
 
 
 class LiveCheckError(ReconcilerError):

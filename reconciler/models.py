@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 from pydantic.alias_generators import to_camel
 
 API_VERSION = "reconciler.genesys.cloud/v1"
@@ -70,15 +70,16 @@ class ResourceKey(NamedTuple):
 
     @classmethod
     def parse(cls, text: str) -> ResourceKey:
-        """Parse ``Kind/name`` (as given to --target/--exclude); raises ValueError."""
+        """Parse ``Kind/name`` (as given to --target/--exclude); the kind in any case, as kubectl
+        takes it (``prompt/x``). Raises ValueError saying what is wrong."""
         kind, sep, name = text.partition("/")
+        kinds = ", ".join(k.value for k in Kind)
         if not sep or not name:
-            raise ValueError(f"expected KIND/NAME, got {text!r}")
-        try:
-            return cls(Kind(kind), name)
-        except ValueError:
-            kinds = ", ".join(k.value for k in Kind)
-            raise ValueError(f"unknown kind {kind!r} in {text!r} (expected one of {kinds})") from None
+            raise ValueError(f"expected KIND/NAME (e.g. FunctionDefinition/{text or 'name'}), got {text!r}")
+        for known in Kind:
+            if kind.lower() == known.value.lower():
+                return cls(known, name)
+        raise ValueError(f"unknown kind {kind!r} in {text!r} (expected one of {kinds})")
 
 
 class Model(BaseModel):
@@ -101,7 +102,7 @@ class FunctionDefinitionSpec(Model):
 
     name: str = Field(description="The function name the model calls.")
     description: str = Field(description="What the function does; the model reads this.")
-    timeout_millis: int = Field(description="Call timeout in milliseconds, 1..60000.")
+    timeout_millis: StrictInt = Field(description="Call timeout in milliseconds, 1..60000.")
     parameters: dict[str, Any] = Field(description="JSON Schema (Draft 7) of type object.")
 
 
@@ -117,14 +118,14 @@ class PromptVariable(Model):
 
 class ContextRule(Model):
     source: Literal["conversation_history", "external_api", "knowledge_base"]
-    max_tokens: int = Field(ge=0)
+    max_tokens: StrictInt = Field(ge=0)
     injection_point: Literal["system", "user", "assistant"] = "system"
 
 
 class PromptVariant(Model):
     name: str
     template: str
-    weight: int = Field(ge=0, le=100)
+    weight: StrictInt = Field(ge=0, le=100)
 
 
 class PromptSpec(Model):
@@ -132,7 +133,7 @@ class PromptSpec(Model):
 
     version: str = Field(description="Semantic version chosen by the author, e.g. 1.2.0.")
     model_id: str
-    max_tokens: int = Field(gt=0)
+    max_tokens: StrictInt = Field(gt=0)
     template: str
     variables: list[PromptVariable] = Field(default_factory=list)
     context_rules: list[ContextRule] = Field(default_factory=list)
@@ -145,15 +146,15 @@ class PromptSpec(Model):
 
 
 class TokenLimits(Model):
-    hard_limit: int = Field(gt=0)
-    soft_limit: int | None = Field(default=None, gt=0)
-    soft_limit_ratio: float | None = Field(default=None, gt=0, lt=1)
+    hard_limit: StrictInt = Field(gt=0)
+    soft_limit: StrictInt | None = Field(default=None, gt=0)
+    soft_limit_ratio: StrictFloat | None = Field(default=None, gt=0, lt=1)
 
 
 class Retention(Model):
     persist_system_prompts: bool = True
     retain_user_pii: bool = False
-    auto_compact_threshold: float | None = None
+    auto_compact_threshold: StrictFloat | None = None
     eviction_policy: Literal["lru", "fifo", "summarize"] = "lru"
 
 
@@ -248,6 +249,22 @@ class Environment(Model):
     credentials: Credentials = Field(default_factory=Credentials)
     manifests: list[str] | None = Field(default=None, description="Overrides the project's paths.")
     variables: dict[str, str] = Field(default_factory=dict, description="Substituted as ${var}.")
+    prune: bool = Field(
+        default=False,
+        description="plan and apply delete live resources this project manages that are gone from git "
+        "(as --prune does).",
+    )
+
+
+def _pointers_into_spec(pointers: list[str]) -> list[str]:
+    for pointer in pointers:
+        if not pointer.startswith("/"):
+            # A relative pointer would silently match nothing.
+            raise ValueError(f"JSON pointer {pointer!r} must start with '/' (it is relative to the spec)")
+    return pointers
+
+
+SpecPointers = Annotated[list[str], AfterValidator(_pointers_into_spec)]
 
 
 class IgnoreDifferences(Model):
@@ -255,14 +272,14 @@ class IgnoreDifferences(Model):
 
     kind: Kind
     name: str | None = Field(default=None, description="Only this resource; all of the kind if unset.")
-    json_pointers: list[str]
+    json_pointers: SpecPointers
 
 
 class SensitiveFields(Model):
     """Fields shown only as ``(sensitive, sha256:...)`` in every output."""
 
     kind: Kind
-    json_pointers: list[str]
+    json_pointers: SpecPointers
 
 
 class Webhook(Model):

@@ -10,14 +10,11 @@ versioned JSON, and executed by ``apply``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
 from reconciler.diff import (
-    BreakingChange,
-    FieldChange,
-    FieldChangeKind,
     IgnoreRules,
     Manifest,
     ResourceDiff,
@@ -25,6 +22,7 @@ from reconciler.diff import (
     desired_document,
     live_document,
 )
+from reconciler.errors import UsageError
 from reconciler.models import (
     MANAGED_BY_LABEL,
     ContextPolicy,
@@ -47,8 +45,6 @@ __all__ = [
     "check_live",
     "make_plan",
     "order_changes",
-    "plan_from_json",
-    "plan_to_json",
     "references",
 ]
 
@@ -244,19 +240,7 @@ def _select(changes: list[Change], options: PlanOptions) -> list[Change]:
                 dependants.setdefault(dep, []).append(c.key)
         keep -= _closure(options.excludes, dependants)
     return [
-        Change(
-            c.action,
-            c.key,
-            c.before,
-            c.after,
-            c.diff,
-            c.reason,
-            c.etag,
-            c.live_id,
-            tuple(d for d in c.depends_on if d in keep),
-        )
-        for c in changes
-        if c.key in keep
+        replace(c, depends_on=tuple(d for d in c.depends_on if d in keep)) for c in changes if c.key in keep
     ]
 
 
@@ -280,6 +264,13 @@ def make_plan(
         if key in desired_by_key:
             raise ValueError(f"{key} is defined more than once in the manifests")
         desired_by_key[key] = manifest
+    # A --target or --exclude that names nothing is a typo; planning "no changes" would hide it.
+    for flag, keys in (("--target", options.targets), ("--exclude", options.excludes)):
+        unknown = sorted(str(k) for k in keys if k not in desired_by_key and k not in live_by_key)
+        if unknown:
+            raise UsageError(
+                f"{flag} {', '.join(unknown)}: no such resource in the manifests or the live org"
+            )
 
     changes: list[Change] = []
     for key, manifest in desired_by_key.items():
@@ -410,95 +401,3 @@ def check_live(
 
 
 # --- Saved plans (versioned JSON) ---------------------------------------------------------------
-
-_FIELD_KINDS: frozenset[str] = frozenset({"added", "removed", "changed"})
-
-
-def _diff_to_json(diff: ResourceDiff | None) -> dict[str, Any] | None:
-    if diff is None:
-        return None
-    return {
-        "fields": [
-            {"path": f.path, "before": f.before, "after": f.after, "kind": f.kind} for f in diff.fields
-        ],
-        "template_diffs": dict(diff.template_diffs),
-        "breaking": [{"path": b.path, "reason": b.reason} for b in diff.breaking],
-    }
-
-
-def _field_from_json(doc: Mapping[str, Any]) -> FieldChange:
-    if doc["kind"] not in _FIELD_KINDS:
-        raise ValueError(f"unknown field change kind {doc['kind']!r}")
-    return FieldChange(str(doc["path"]), doc["before"], doc["after"], cast(FieldChangeKind, doc["kind"]))
-
-
-def _diff_from_json(doc: Mapping[str, Any] | None) -> ResourceDiff | None:
-    if doc is None:
-        return None
-    return ResourceDiff(
-        tuple(_field_from_json(f) for f in doc["fields"]),
-        {str(k): str(v) for k, v in doc["template_diffs"].items()},
-        tuple(BreakingChange(str(b["path"]), str(b["reason"])) for b in doc["breaking"]),
-    )
-
-
-def plan_to_json(plan: Plan) -> dict[str, Any]:
-    """The plan as JSON-ready data (Terraform-style, versioned by ``format_version``)."""
-    return {
-        "format_version": plan.format_version,
-        "environment": plan.environment,
-        "project": plan.project,
-        "manifests_digest": plan.manifests_digest,
-        "live_checks": list(plan.live_checks),
-        "summary": {action.value: plan.count(action) for action in Action},
-        "changes": [
-            {
-                "action": c.action.value,
-                "kind": c.key.kind.value,
-                "name": c.key.name,
-                "before": c.before,
-                "after": c.after,
-                "diff": _diff_to_json(c.diff),
-                "reason": c.reason,
-                "etag": c.etag,
-                "live_id": c.live_id,
-                "depends_on": [str(d) for d in c.depends_on],
-            }
-            for c in plan.changes
-        ],
-    }
-
-
-def plan_from_json(doc: Mapping[str, Any]) -> Plan:
-    """Read what ``plan_to_json`` wrote; raises ValueError on an unknown ``format_version`` or a
-    malformed document. ``summary`` is derived data and is not read back."""
-    version = doc.get("format_version") if isinstance(doc, Mapping) else None
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"unsupported plan format_version {version!r} (this reconciler reads {FORMAT_VERSION})"
-        )
-    try:
-        changes = tuple(
-            Change(
-                Action(c["action"]),
-                ResourceKey(Kind(c["kind"]), str(c["name"])),
-                c["before"],
-                c["after"],
-                _diff_from_json(c["diff"]),
-                str(c["reason"]),
-                c["etag"],
-                c["live_id"],
-                tuple(ResourceKey.parse(d) for d in c["depends_on"]),
-            )
-            for c in doc["changes"]
-        )
-        return Plan(
-            str(doc["environment"]),
-            str(doc["project"]),
-            str(doc["manifests_digest"]),
-            changes,
-            tuple(str(p) for p in doc["live_checks"]),
-            version,
-        )
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"malformed plan document: {type(exc).__name__}: {exc}") from None

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import ConfigError
+from reconciler.errors import ConfigError, RenderError
 from reconciler.models import ContextPolicy, Kind, Prompt, ResourceKey
 from reconciler.plan import Action, Plan
-from reconciler.prompting import preview
+from reconciler.prompting import flow_inputs_from, preview
 
 CONVERSATION_ANNOTATION = "reconciler.genesys.cloud/preview-conversation"
 ATTRIBUTES_ANNOTATION = "reconciler.genesys.cloud/preview-attributes"
@@ -33,13 +33,16 @@ def read_json(path: Path) -> Any:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
 
 
-def flow_inputs_file(root: Path, flow_id: str | None) -> dict[str, str] | None:
+def sample_flow_inputs(start: Path, flow_id: str | None) -> dict[str, str] | None:
+    """``samples/flows/<flowId>.json`` in ``start`` or the nearest folder above it that has one:
+    the flow's inputDefinitions as committed next to the manifests, checked like a live flow's."""
     if not flow_id:
         return None
-    path = root / "samples" / "flows" / f"{flow_id}.json"
-    if not path.exists():
-        return None
-    return {str(d["name"]): str(d.get("dataType", "string")) for d in read_json(path)}
+    for folder in (start, *start.parents):
+        path = folder / "samples" / "flows" / f"{flow_id}.json"
+        if path.is_file():
+            return flow_inputs_from(read_json(path), str(path))
+    return None
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def samples_for(prompt: Prompt, policy: ContextPolicy | None, root: Path) -> Sam
         conversation_path = found[0]
     attributes_file = prompt.metadata.annotations.get(ATTRIBUTES_ANNOTATION)
     attributes = read_json(root / attributes_file) if attributes_file else None
-    flow = flow_inputs_file(root, policy.spec.flow_id if policy else None)
+    flow = sample_flow_inputs(root, policy.spec.flow_id if policy else None)
     return Samples(read_json(conversation_path), attributes, flow)
 
 
@@ -83,7 +86,7 @@ def plan_previews(
         policy = policies.get(after.spec.context_policy or "")
         try:
             samples = samples_for(after, policy, root)
-        except ConfigError as exc:
+        except (ConfigError, RenderError) as exc:
             out[change.key] = f"(preview unavailable: {exc})"
             continue
         if samples is None:

@@ -29,7 +29,7 @@ import jinja2
 import jinja2.meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import RenderError
 from reconciler.models import ContextPolicy, ContextPolicySpec, Prompt, PromptSpec
 
 DATA_TYPES = ("string", "number", "boolean", "date")
@@ -45,11 +45,6 @@ _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
 
 Message = dict[str, str]  # {"from", "text", "timestamp"}: what templates see as `messages`
-
-
-class RenderError(ReconcilerError):
-    """The prompt cannot be built for this input: a missing variable, an untyped attribute,
-    a malformed conversation, a pattern that does not compile."""
 
 
 def estimate_tokens(text: str) -> int:

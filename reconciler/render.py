@@ -14,7 +14,7 @@ import html
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.diff import (
@@ -27,12 +27,19 @@ from reconciler.diff import (
     templates,
 )
 from reconciler.models import Kind, ResourceKey
-from reconciler.plan import Action, Change, Plan, plan_to_json
+from reconciler.plan import Action, Change, Plan
+from reconciler.plan_json import plan_to_json
 
 Redact = Callable[[Kind, dict[str, Any]], dict[str, Any]]
 
-# GitHub's limit on one comment, in characters.
+# GitHub's limit on one comment (and on an issue body), in characters.
 COMMENT_LIMIT = 65_536
+# Room a caller's header gets by default (a marker, a heading, a link): parts stay under 60,000.
+HEADER_ROOM = COMMENT_LIMIT - 60_000
+# What separates parts when they are printed as one text (`plan --format markdown`, `drift`).
+PART_SEPARATOR = "\n\n<!-- reconciler: next comment -->\n\n"
+# Where a summarised plan says the complete one is (the workflows keep it there).
+FULL_PLAN_AT = "the workflow run's job summary and its `plan` artifact"
 
 _MISSING = object()
 _TEMPLATE_PATH = re.compile(r"^/spec/(?:template|variants/\d+/template)$")
@@ -108,30 +115,16 @@ def redact_change(change: Change, redact: Redact | None) -> Change:
                 for b in diff.breaking
             ),
         )
-    return Change(
-        change.action,
-        change.key,
-        before,
-        after,
-        diff,
-        change.reason,
-        change.etag,
-        change.live_id,
-        change.depends_on,
-    )
+    return replace(change, before=before, after=after, diff=diff)
 
 
 def redact_plan(plan: Plan, redact: Redact | None) -> Plan:
     """``plan`` with every change redacted (see ``redact_change``); use it before saving a plan."""
     if redact is None:
         return plan
-    return Plan(
-        plan.environment,
-        plan.project,
-        plan.manifests_digest,
-        tuple(redact_change(c, redact) for c in plan.changes),
-        plan.live_checks,
-        plan.format_version,
+    return replace(
+        plan,
+        changes=tuple(redact_change(c, redact) for c in plan.changes),
     )
 
 
@@ -410,6 +403,8 @@ def _line_pieces(header: str, rows: Sequence[str], budget: int) -> list[str]:
 
 
 def _pack(sections: Sequence[str], budget: int) -> list[str]:
+    """``sections`` (each at most ``budget`` long) packed in order into as few chunks of at most
+    ``budget`` characters as greedy packing gives, joined by blank lines; never split."""
     chunks: list[str] = []
     current = ""
     for section in sections:
@@ -421,46 +416,20 @@ def _pack(sections: Sequence[str], budget: int) -> list[str]:
     return chunks
 
 
-def render_markdown(
-    plan: Plan,
-    limit: int = COMMENT_LIMIT,
-    previews: Mapping[ResourceKey, str] | None = None,
-    redact: Redact | None = None,
-) -> list[str]:
-    """The plan as PR-comment chunks, each shorter than ``limit`` characters.
-
-    The first chunk starts with the summary (counts, live-check problems, a table of every
-    change); then one ``<details>`` section per changed resource. A section is never split; one
-    larger than a chunk is cut with a note saying how much. Code blocks and ``<details>`` are
-    balanced in every chunk. Each chunk after the first starts with "(continued, part k of n)".
-    ``previews`` maps a prompt's key to a diff of its rendered prompt (made by the caller).
-    """
-    budget = limit - 1 - _CONTINUED_ROOM
+def part_budget(limit: int, reserve: int) -> int:
+    """Characters a chunk's own content may take so that the chunk, its continuation line, its
+    final newline and the caller's ``reserve`` together stay within ``limit``."""
+    budget = limit - reserve - 1 - _CONTINUED_ROOM
     if budget < 1024:
-        raise ValueError(f"a Markdown chunk limit of {limit} characters is too small to be useful")
-    changed = [redact_change(c, redact) for c in plan.changes if c.action is not Action.NO_OP]
-    env = f" for <code>{_inline(plan.environment)}</code>" if plan.environment else ""
-    head = [f"### Reconciler plan{env}", ""]
-    if plan.live_checks:
-        head += ["**Live checks failed:**", "", *(f"- {_inline(p)}" for p in plan.live_checks), ""]
-    if not changed:
-        head.append(NO_CHANGES)
-    else:
-        breaking = sum(1 for c in changed if c.diff is not None and c.diff.breaking)
-        head.append(
-            f"**{summary_line(plan)}**" + (f" ⚠️ {breaking} with breaking changes." if breaking else "")
+        raise ValueError(
+            f"a Markdown chunk limit of {limit} characters with {reserve} reserved for the caller's "
+            "header is too small to be useful"
         )
-    rows = [
-        f"| <code>{html.escape(c.action.symbol.strip() or '=')}</code> {c.action.value} "
-        f"| {c.key.kind.value} | <code>{_inline(c.key.name)}</code> "
-        f"| {'⚠️ yes' if c.diff is not None and c.diff.breaking else ''} |"
-        for c in changed
-    ]
-    # The head (with however many live-check problems) and the table are split by lines like
-    # everything else, so even a plan of thousands of resources never overflows a chunk.
-    sections = _line_pieces("", head, budget) + (_line_pieces(_TABLE_HEADER, rows, budget) if rows else [])
-    sections += [_section(c, (previews or {}).get(c.key), budget) for c in changed]
-    chunks = _pack(sections, budget)
+    return budget
+
+
+def number_parts(chunks: Sequence[str]) -> list[str]:
+    """The final parts: every chunk after the first starts with "(continued, part k of n)"."""
     if len(chunks) == 1:
         return [chunks[0] + "\n"]
     n = len(chunks)
@@ -468,3 +437,193 @@ def render_markdown(
         chunk + "\n" if k == 1 else f"{_CONTINUED.format(k=k, n=n)}\n\n{chunk}\n"
         for k, chunk in enumerate(chunks, start=1)
     ]
+
+
+def fit_parts(build: Callable[[int], list[str]], most: int, max_parts: int, budget: int) -> list[str]:
+    """The chunks of ``build(n)`` for the largest ``n`` in 0..``most`` whose chunks number at most
+    ``max_parts`` (``build(0)`` when none does). ``build`` must grow with ``n``: its sections for
+    ``n + 1`` are those for ``n`` with one short entry replaced by a longer one, or one added."""
+    low, high = 0, most
+    best = _pack(build(0), budget)
+    while low < high:
+        mid = (low + high + 1) // 2
+        chunks = _pack(build(mid), budget)
+        if len(chunks) <= max_parts:
+            low, best = mid, chunks
+        else:
+            high = mid - 1
+    return best
+
+
+def _is_breaking(change: Change) -> bool:
+    return change.diff is not None and bool(change.diff.breaking)
+
+
+def _symbol(change: Change) -> str:
+    return html.escape(change.action.symbol.strip() or "=")
+
+
+def _head(plan: Plan, changed: Sequence[Change], live_check_lines: int | None) -> list[str]:
+    env = f" for <code>{_inline(plan.environment)}</code>" if plan.environment else ""
+    head = [f"### Reconciler plan{env}", ""]
+    if plan.live_checks:
+        shown = plan.live_checks if live_check_lines is None else plan.live_checks[:live_check_lines]
+        head += ["**Live checks failed:**", "", *(f"- {_inline(p)}" for p in shown)]
+        if len(shown) < len(plan.live_checks):
+            head.append(f"- … and {len(plan.live_checks) - len(shown):,} more")
+        head.append("")
+    if not changed:
+        head.append(NO_CHANGES)
+    else:
+        breaking = sum(1 for c in changed if _is_breaking(c))
+        head.append(
+            f"**{summary_line(plan)}**" + (f" ⚠️ {breaking} with breaking changes." if breaking else "")
+        )
+    return head
+
+
+def _counts_table(changed: Sequence[Change]) -> str:
+    """Changes counted per kind and action (breaking ones too): the shape of a large plan."""
+    actions = [a for a in Action if a is not Action.NO_OP and any(c.action is a for c in changed)]
+    lines = [
+        "| Kind | "
+        + " | ".join(f"<code>{html.escape(a.symbol.strip())}</code> {a.value}" for a in actions)
+        + " | ⚠️ breaking |",
+        "|---|" + "---:|" * (len(actions) + 1),
+    ]
+    for kind in Kind:
+        mine = [c for c in changed if c.key.kind is kind]
+        if mine:
+            cells = [f"{sum(1 for c in mine if c.action is a):,}" for a in actions]
+            lines.append(f"| {kind.value} | " + " | ".join(cells) + f" | {sum(map(_is_breaking, mine)):,} |")
+    return "\n".join(lines)
+
+
+def render_markdown(
+    plan: Plan,
+    limit: int = COMMENT_LIMIT,
+    previews: Mapping[ResourceKey, str] | None = None,
+    redact: Redact | None = None,
+    *,
+    reserve: int = HEADER_ROOM,
+    max_parts: int | None = None,
+    full_plan_at: str = FULL_PLAN_AT,
+) -> list[str]:
+    """The plan as PR-comment chunks: each chunk plus ``reserve`` characters (the caller's own
+    header: a marker, a heading, a link) is at most ``limit`` characters.
+
+    The default ``reserve`` keeps chunks under 60,000 characters, so a caller that adds a short
+    header never crosses GitHub's 65,536. The first chunk starts with the summary (counts,
+    live-check problems, a table of every change); then one ``<details>`` section per changed
+    resource. A section is never split; one larger than a chunk is cut with a note saying how
+    much. Code blocks and ``<details>`` are balanced in every chunk. Each chunk after the first
+    starts with "(continued, part k of n)". ``previews`` maps a prompt's key to a diff of its
+    rendered prompt (made by the caller).
+
+    With ``max_parts``, a plan that would need more chunks is summarised instead: counts per kind
+    and action, as many changes in full as fit (breaking changes first, then deletes, then the
+    rest, each in plan order), every other change as one line, and a pointer to
+    ``full_plan_at`` (where the caller keeps the whole plan). If even the one-line list does not
+    fit, its tail is replaced by "… and N more".
+    """
+    budget = part_budget(limit, reserve)
+    changed = [redact_change(c, redact) for c in plan.changes if c.action is not Action.NO_OP]
+    rows = [
+        f"| <code>{_symbol(c)}</code> {c.action.value} "
+        f"| {c.key.kind.value} | <code>{_inline(c.key.name)}</code> "
+        f"| {'⚠️ yes' if _is_breaking(c) else ''} |"
+        for c in changed
+    ]
+
+    def section(change: Change) -> str:
+        return _section(change, (previews or {}).get(change.key), budget)
+
+    # The head (with however many live-check problems) and the table are split by lines like
+    # everything else, so even a plan of thousands of resources never overflows a chunk.
+    fixed = _line_pieces("", _head(plan, changed, None), budget) + (
+        _line_pieces(_TABLE_HEADER, rows, budget) if rows else []
+    )
+    if max_parts is None:
+        return number_parts(_pack(fixed + [section(c) for c in changed], budget))
+    if max_parts < 1:
+        raise ValueError("max_parts must be at least 1")
+    # Render sections only while they could still fit: a plan of 10,000 resources is not
+    # rendered in full just to find out that it does not fit.
+    room = max_parts * budget - sum(len(p) + 2 for p in fixed)
+    sections: list[str] = []
+    for change in changed:
+        if room < 0:
+            break
+        sections.append(section(change))
+        room -= len(sections[-1]) + 2
+    if room >= 0:
+        chunks = _pack(fixed + sections, budget)
+        if len(chunks) <= max_parts:
+            return number_parts(chunks)
+    return number_parts(_summarised(plan, changed, section, budget, max_parts, full_plan_at))
+
+
+def _summarised(
+    plan: Plan,
+    changed: Sequence[Change],
+    section: Callable[[Change], str],
+    budget: int,
+    max_parts: int,
+    full_plan_at: str,
+) -> list[str]:
+    """Chunks (at most ``max_parts`` of them) of a plan too large to show in full."""
+    ranked = sorted(
+        range(len(changed)),
+        key=lambda i: (not _is_breaking(changed[i]), changed[i].action is not Action.DELETE),
+    )
+    head = [*_head(plan, changed, 20), "", _counts_table(changed), ""]
+    # One line per change in a diff block: compact (no HTML), colored by GitHub, and safe for
+    # any name (the fence is longer than any backtick run in the names).
+    lines = [
+        f"{c.action.symbol.strip() or '='} {c.key}" + ("  (BREAKING)" if _is_breaking(c) else "")
+        for c in changed
+    ]
+    fence = "`" * max(3, 1 + max((len(r) for r in re.findall(r"`+", "\n".join(lines))), default=0))
+    # Sections are rendered at most once, in rank order, and only as far as the search looks.
+    rendered: list[str] = []
+
+    def sections_for(n: int) -> list[str]:
+        while len(rendered) < n:
+            rendered.append(section(changed[ranked[len(rendered)]]))
+        return rendered[:n]
+
+    def build(full: int, listed: int | None = None) -> list[str]:
+        shown_full = set(ranked[:full])
+        rest = [lines[i] for i in range(len(changed)) if i not in shown_full]
+        kept = rest if listed is None else rest[:listed]
+        if len(kept) < len(rest):
+            kept = [*kept, f"… and {len(rest) - len(kept):,} more: see {full_plan_at.replace('`', '')}"]
+        what = (
+            f"The first {full:,} (breaking changes and deletions first) are shown in full"
+            + (", the others one per line below." if rest else ".")
+            if full
+            else "Each change is listed on one line below."
+        )
+        note = (
+            f"_{len(changed):,} changes are too many to show in full here. {what} "
+            f"The complete plan is in {full_plan_at}._"
+        )
+        pieces = _line_pieces("", [*head, note], budget)
+        pieces += sections_for(full)
+        if kept:
+            room = budget - len(fence) - 1
+            pieces += [f"{p}\n{fence}" for p in _line_pieces(f"**Other changes**\n\n{fence}diff", kept, room)]
+        return pieces
+
+    # Cheap bound first: more full sections than chunks could ever hold are never tried.
+    most, room = 0, max_parts * budget
+    while most < len(changed) and room > 0:
+        sections_for(most + 1)
+        room -= len(rendered[most]) + 2
+        if room > 0:
+            most += 1
+    chunks = fit_parts(build, most, max_parts, budget)
+    if len(chunks) <= max_parts:
+        return chunks
+    # Not even the one-line list fits: keep as much of it as does.
+    return fit_parts(lambda n: build(0, n), len(changed), max_parts, budget)

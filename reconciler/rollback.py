@@ -13,6 +13,7 @@ someone changed after that run is reported as a conflict and never overwritten.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from reconciler.journal import JournalRecord, RecordType
@@ -101,7 +102,7 @@ def rollback_changes(records: Iterable[JournalRecord]) -> tuple[list[Change], li
             )
         else:
             deps = tuple(k for k in _references(c.after) if k in keys)
-        chained.append(Change(c.action, c.key, c.before, c.after, c.diff, c.reason, c.etag, c.live_id, deps))
+        chained.append(replace(c, depends_on=deps))
     return chained, refused
 
 

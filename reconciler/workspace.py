@@ -77,13 +77,18 @@ def ignore_rules(project: ProjectConfig) -> IgnoreRules:
 
 
 def plan_options(
-    ws: Workspace, *, prune: bool = False, targets: Sequence[str] = (), excludes: Sequence[str] = ()
+    ws: Workspace,
+    *,
+    prune: bool = False,
+    targets: Sequence[ResourceKey] = (),
+    excludes: Sequence[ResourceKey] = (),
 ) -> PlanOptions:
+    env = ws.project.environments.get(ws.connection.environment)
     return PlanOptions(
         project=ws.project.project,
-        prune=prune,
-        targets=frozenset(ResourceKey.parse(t) for t in targets),
-        excludes=frozenset(ResourceKey.parse(t) for t in excludes),
+        prune=prune or (env is not None and env.prune),
+        targets=frozenset(targets),
+        excludes=frozenset(excludes),
         ignore=ignore_rules(ws.project),
         environment=ws.connection.environment,
     )

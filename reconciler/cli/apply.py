@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -28,8 +28,9 @@ from reconciler.client.connect import open_client
 from reconciler.diff import desired_document, fingerprint
 from reconciler.errors import ConfigError, StalePlanError
 from reconciler.journal import Journal, detect_actor, detect_git_commit, write_step_summary
-from reconciler.models import Kind, key_of
-from reconciler.plan import Action, Change, Plan, plan_from_json
+from reconciler.models import Kind, ResourceKey, key_of
+from reconciler.plan import Action, Change, Plan
+from reconciler.plan_json import read_plan_file
 from reconciler.rollback import rollback_plan
 from reconciler.workspace import Workspace, ignore_rules, make_live_plan, open_workspace, plan_options
 
@@ -48,10 +49,7 @@ def load_saved_plan(ws: Workspace, path: Path) -> Plan:
     The saved file holds sensitive fields only as hashes, so each change's body is taken again
     from the manifests (pinned by the digest) and checked to redact to what the plan showed.
     """
-    try:
-        saved = plan_from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path}: not a readable reconciler plan ({exc})") from None
+    saved = read_plan_file(path)
     if saved.manifests_digest != ws.manifests.digest:
         raise StalePlanError(
             f"{path} was made from manifests that have changed since "
@@ -68,26 +66,9 @@ def load_saved_plan(ws: Workspace, path: Path) -> Plan:
             shown = {"spec": ws.redactor.resource(change.key.kind, after["spec"]), "labels": after["labels"]}
             if fingerprint(shown) != fingerprint(change.after):
                 raise StalePlanError(f"{path}: {change.key} no longer matches the plan; run plan again")
-            change = Change(
-                change.action,
-                change.key,
-                change.before,
-                after,
-                change.diff,
-                change.reason,
-                change.etag,
-                change.live_id,
-                change.depends_on,
-            )
+            change = replace(change, after=after)
         changes.append(change)
-    return Plan(
-        format_version=saved.format_version,
-        environment=saved.environment,
-        project=saved.project,
-        manifests_digest=saved.manifests_digest,
-        changes=tuple(changes),
-        live_checks=saved.live_checks,
-    )
+    return replace(saved, changes=tuple(changes))
 
 
 def confirm(auto_approve: bool, question: str) -> None:
@@ -181,8 +162,8 @@ def apply_command(
     env_name: str | None,
     auto_approve: bool,
     rollback_on_failure: bool,
-    targets: tuple[str, ...],
-    excludes: tuple[str, ...],
+    targets: tuple[ResourceKey, ...],
+    excludes: tuple[ResourceKey, ...],
     prune: bool,
     parallelism: int,
     journal_path: str | None,

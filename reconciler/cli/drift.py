@@ -6,7 +6,14 @@ import click
 
 from reconciler import drift as drift_report
 from reconciler.cli import main
-from reconciler.cli.options import env_option, format_option, note, parallelism_option, run
+from reconciler.cli.options import (
+    env_option,
+    format_option,
+    max_comments_option,
+    note,
+    parallelism_option,
+    run,
+)
 from reconciler.client.connect import open_client
 from reconciler.plan import make_plan
 from reconciler.workspace import open_workspace, plan_options
@@ -16,8 +23,15 @@ from reconciler.workspace import open_workspace, plan_options
 @click.argument("paths", nargs=-1, type=click.Path())
 @env_option
 @format_option("text", "json", "markdown")
+@max_comments_option
 @parallelism_option
-def drift(paths: tuple[str, ...], env_name: str | None, output_format: str, parallelism: int) -> None:
+def drift(
+    paths: tuple[str, ...],
+    env_name: str | None,
+    output_format: str,
+    max_comments: int | None,
+    parallelism: int,
+) -> None:
     """Report what differs live from git: changed outside git, missing live, unmanaged extra.
 
     Exit codes: 0 no drift, 2 drift, 1 error.
@@ -34,9 +48,12 @@ def drift(paths: tuple[str, ...], env_name: str | None, output_format: str, para
         return drift_report.classify(the_plan, live)
 
     report = run(fetch())
-    renderer = {"json": drift_report.render_json, "markdown": drift_report.render_markdown}.get(
-        output_format, drift_report.render_text
-    )
-    click.echo(ws.redactor.text(renderer(report)), nl=False)
+    if output_format == "markdown":
+        text = drift_report.render_markdown(report, max_parts=max_comments)
+    elif output_format == "json":
+        text = drift_report.render_json(report)
+    else:
+        text = drift_report.render_text(report)
+    click.echo(ws.redactor.text(text), nl=False)
     if report:
         raise SystemExit(2)

@@ -13,8 +13,25 @@ from typing import Any, TypeVar
 
 import click
 
+from reconciler.models import ResourceKey
+
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+
+
+class ResourceKeyType(click.ParamType):  # type: ignore[type-arg]  # generic in click >= 8.2 only
+    """KIND/NAME on the command line: a usage error (exit 2) when it does not parse."""
+
+    name = "KIND/NAME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> ResourceKey:
+        if isinstance(value, ResourceKey):
+            return value
+        try:
+            return ResourceKey.parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
 
 env_option = click.option(
     "--env",
@@ -24,12 +41,18 @@ env_option = click.option(
     help="Environment of reconciler.yaml (default: embedded emulator).",
 )
 target_option = click.option(
-    "--target", "targets", multiple=True, metavar="KIND/NAME", help="Only these resources (repeatable)."
+    "--target",
+    "targets",
+    multiple=True,
+    type=ResourceKeyType(),
+    metavar="KIND/NAME",
+    help="Only these resources and what they depend on (repeatable).",
 )
 exclude_option = click.option(
     "--exclude",
     "excludes",
     multiple=True,
+    type=ResourceKeyType(),
     metavar="KIND/NAME",
     help="Leave these resources out (repeatable).",
 )
@@ -53,6 +76,15 @@ journal_option = click.option(
     envvar="RECONCILER_JOURNAL",
     metavar="PATH",
     help="Audit journal (default .reconciler/journal.jsonl).",
+)
+
+
+max_comments_option = click.option(
+    "--max-comments",
+    type=click.IntRange(1, 50),
+    default=None,
+    metavar="N",
+    help="Markdown: at most N comment-sized parts; a larger report is summarised.",
 )
 
 

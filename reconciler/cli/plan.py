@@ -12,6 +12,7 @@ from reconciler.cli.options import (
     env_option,
     exclude_option,
     format_option,
+    max_comments_option,
     note,
     parallelism_option,
     run,
@@ -19,13 +20,17 @@ from reconciler.cli.options import (
     use_color,
 )
 from reconciler.client.connect import open_client
+from reconciler.models import ResourceKey
 from reconciler.plan import Plan
+from reconciler.plan_json import read_plan_file
 from reconciler.previews import plan_previews
-from reconciler.render import render_json, render_markdown, render_text
+from reconciler.render import PART_SEPARATOR, render_json, render_markdown, render_text
 from reconciler.workspace import Workspace, make_live_plan, open_workspace, plan_options
 
 
-def show_plan(ws: Workspace, plan: Plan, output_format: str, color: bool) -> None:
+def show_plan(
+    ws: Workspace, plan: Plan, output_format: str, color: bool, max_parts: int | None = None
+) -> None:
     """Print a plan in the chosen format, secrets and sensitive fields redacted."""
     redact = ws.redactor.resource
     if output_format == "json":
@@ -34,8 +39,9 @@ def show_plan(ws: Workspace, plan: Plan, output_format: str, color: bool) -> Non
         desired = [m.manifest for m in ws.manifests.manifests]
         roots = sorted({Path(m.source.file).resolve().parent for m in ws.manifests.manifests})
         roots = [p for r in roots for p in (r, *r.parents)]
-        chunks = render_markdown(plan, previews=plan_previews(plan, desired, roots), redact=redact)
-        click.echo(ws.redactor.text("\n\n<!-- reconciler: next comment -->\n\n".join(chunks)))
+        previews = plan_previews(plan, desired, roots)
+        chunks = render_markdown(plan, previews=previews, redact=redact, max_parts=max_parts)
+        click.echo(ws.redactor.text(PART_SEPARATOR.join(chunks)))
     else:
         click.echo(ws.redactor.text(render_text(plan, color=color, redact=redact)), nl=False)
 
@@ -53,6 +59,7 @@ def save_plan(ws: Workspace, plan: Plan, path: Path) -> None:
 @env_option
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan (JSON).")
 @format_option("text", "json", "markdown")
+@max_comments_option
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes.")
 @target_option
 @exclude_option
@@ -64,9 +71,10 @@ def plan(
     env_name: str | None,
     out: Path | None,
     output_format: str,
+    max_comments: int | None,
     detailed_exitcode: bool,
-    targets: tuple[str, ...],
-    excludes: tuple[str, ...],
+    targets: tuple[ResourceKey, ...],
+    excludes: tuple[ResourceKey, ...],
     prune: bool,
     parallelism: int,
     no_color: bool,
@@ -85,9 +93,28 @@ def plan(
             return await make_live_plan(ws, client, options)
 
     result = run(fetch())
-    show_plan(ws, result, output_format, use_color(no_color))
+    show_plan(ws, result, output_format, use_color(no_color), max_comments)
     if out is not None:
         save_plan(ws, result, out)
         note(f"Saved the plan to {out}. Apply it with: reconciler apply {out}")
     if detailed_exitcode and result.has_changes:
         raise SystemExit(2)
+
+
+@main.command()
+@click.argument("plan_file", type=click.Path(dir_okay=False, path_type=Path))
+@format_option("text", "json", "markdown")
+@max_comments_option
+@color_option
+def show(plan_file: Path, output_format: str, max_comments: int | None, no_color: bool) -> None:
+    """Show a saved plan (as `terraform show` does), offline: no org, no credentials.
+
+    A saved plan holds sensitive fields only as hashes, so what it shows is what was reviewed.
+    """
+    saved = read_plan_file(plan_file)
+    if output_format == "json":
+        click.echo(render_json(saved))
+    elif output_format == "markdown":
+        click.echo(PART_SEPARATOR.join(render_markdown(saved, max_parts=max_comments)))
+    else:
+        click.echo(render_text(saved, color=use_color(no_color)), nl=False)

@@ -18,7 +18,7 @@ from reconciler.cli.options import env_option, format_option, run
 from reconciler.client.connect import open_client
 from reconciler.errors import ConfigError
 from reconciler.models import ContextPolicy, Kind, Prompt, ResourceKey
-from reconciler.previews import read_json
+from reconciler.previews import read_json, sample_flow_inputs
 from reconciler.prompting import build_prompt, flow_inputs_from, token_table
 from reconciler.workspace import Workspace, open_workspace
 
@@ -42,15 +42,6 @@ def _find_prompt(ws: Workspace, name: str) -> tuple[Prompt, ContextPolicy | None
             )
         policy = loaded.manifest
     return prompt, policy, Path(found.source.file).resolve().parent
-
-
-def _sample_flow_inputs(start: Path, flow_id: str) -> dict[str, str] | None:
-    """``samples/flows/<flowId>.json`` in the prompt's folder or the nearest one above it."""
-    for folder in (start, *start.parents):
-        path = folder / "samples" / "flows" / f"{flow_id}.json"
-        if path.is_file():
-            return flow_inputs_from(read_json(path), str(path))
-    return None
 
 
 @main.command()
@@ -104,7 +95,7 @@ def render(
     if flow_inputs_file is not None:
         inputs = flow_inputs_from(read_json(flow_inputs_file), str(flow_inputs_file))
     elif flow_id:
-        inputs = _sample_flow_inputs(prompt_dir, flow_id)
+        inputs = sample_flow_inputs(prompt_dir, flow_id)
 
     if conversation_id is not None:
         want_flow = flow_id if attributes is not None and inputs is None else None

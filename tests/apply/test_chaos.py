@@ -149,7 +149,9 @@ def test_chaos_converges_without_duplicates_or_lost_updates(
         prompts = org.listing("/api/v2/ai/llm/prompts")
         names = [p["name"] for p in prompts]
         assert len(names) == len(set(names)) == sum(1 for d in documents if d["kind"] == "Prompt")
-        plan = CliRunner().invoke(main, ["plan", "--format", "json"], env=org.environ(), catch_exceptions=False)
+        plan = CliRunner().invoke(
+            main, ["plan", "--format", "json"], env=org.environ(), catch_exceptions=False
+        )
         assert plan.exit_code == 0, plan.output[-2000:]
         remaining = {
             f"{c['kind']}/{c['name']}" for c in json.loads(plan.stdout)["changes"] if c["action"] != "no-op"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.plan import plan_from_json, plan_to_json
+from reconciler.plan_json import plan_from_json, plan_to_json
 from reconciler.render import render_json, render_text
 from tests.plan.cases import case_dirs, plan_case
 

@@ -9,8 +9,10 @@ import pytest
 
 from reconciler import diff as diff_module
 from reconciler.diff import IgnoreRules
+from reconciler.errors import PlanFileError
 from reconciler.models import MANAGED_BY_LABEL, IgnoreDifferences, Kind, ResourceKey
-from reconciler.plan import Action, Change, Plan, make_plan, order_changes, plan_from_json, plan_to_json
+from reconciler.plan import Action, Change, Plan, make_plan, order_changes
+from reconciler.plan_json import plan_from_json, plan_to_json
 from tests.plan.cases import GOLDEN, load_case, parse_manifests, plan_case
 
 
@@ -182,9 +184,9 @@ def test_plan_json_round_trips_and_refuses_unknown_versions() -> None:
         plan = plan_case(folder)
         assert plan_from_json(plan_to_json(plan)) == plan
     document = plan_to_json(plan_case(GOLDEN / "update"))
-    with pytest.raises(ValueError, match="format_version"):
+    with pytest.raises(PlanFileError, match="format_version"):
         plan_from_json({**document, "format_version": "2.0"})
-    with pytest.raises(ValueError, match="malformed"):
+    with pytest.raises(PlanFileError, match="malformed"):
         plan_from_json({**document, "changes": [{"action": "update"}]})
 
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from reconciler.models import Kind, LiveResource, ResourceKey
-from reconciler.plan import Action, Plan, PlanOptions, make_plan, plan_from_json
+from reconciler.plan import Action, Plan, PlanOptions, make_plan
+from reconciler.plan_json import plan_from_json
 from reconciler.render import render_json, render_markdown, render_text
 from tests.plan.cases import GOLDEN, parse_manifests, plan_case
 
