@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from deepdiff import DeepDiff
 
+from reconciler import pointers
 from reconciler.client.adapters import adapter_for
 from reconciler.models import (
     MANAGED_BY_LABEL,
@@ -134,43 +135,19 @@ class IgnoreRules:
     def pointers(self, kind: Kind, name: str) -> tuple[str, ...]:
         return tuple(
             p
-            for rule_kind, rule_name, pointers in self.rules
+            for rule_kind, rule_name, paths in self.rules
             if rule_kind is kind and rule_name in (None, name)
-            for p in pointers
+            for p in paths
         )
-
-    def by_kind(self) -> dict[Kind, tuple[str, ...]]:
-        """Kind-wide pointers only (rules without a name); use ``pointers_for`` for one resource."""
-        out: dict[Kind, tuple[str, ...]] = {}
-        for kind, name, pointers in self.rules:
-            if name is None:
-                out[kind] = out.get(kind, ()) + pointers
-        return out
 
 
 # --- Normalization ------------------------------------------------------------------------------
 
 
-def split_pointer(pointer: str) -> tuple[str, ...]:
-    """The segments of a JSON pointer (RFC 6901), unescaped."""
-    if pointer in ("", "/"):
-        return ()
-    return tuple(s.replace("~1", "/").replace("~0", "~") for s in pointer.lstrip("/").split("/"))
-
-
-def _escape(segment: str | int) -> str:
-    return str(segment).replace("~", "~0").replace("/", "~1")
-
-
-def pointer_of(segments: Iterable[str | int]) -> str:
-    """The JSON pointer (RFC 6901) naming ``segments``."""
-    return "".join("/" + _escape(s) for s in segments)
-
-
 _SET_LIKE_PATTERNS: Mapping[Kind | None, tuple[tuple[str, ...], ...]] = {
-    **{kind: tuple(split_pointer(p) for p in paths) for kind, paths in SET_LIKE_PATHS.items()},
+    **{kind: tuple(pointers.split(p) for p in paths) for kind, paths in SET_LIKE_PATHS.items()},
     # Without a kind, every kind's paths apply: they never collide (no kind has another's fields).
-    None: tuple(split_pointer(p) for paths in SET_LIKE_PATHS.values() for p in paths),
+    None: tuple(pointers.split(p) for paths in SET_LIKE_PATHS.values() for p in paths),
 }
 
 
@@ -255,36 +232,10 @@ def live_document(live: LiveResource) -> dict[str, Any]:
     return {"spec": live.spec, "labels": live.labels}
 
 
-def _remove(node: Any, segments: tuple[str, ...]) -> None:
-    """Delete what ``segments`` names inside ``node`` (in place), if it is there."""
-    if not segments:
-        return
-    head, rest = segments[0], segments[1:]
-    if isinstance(node, dict):
-        keys = list(node) if head == "*" else [head] if head in node else []
-        for k in keys:
-            if rest:
-                _remove(node[k], rest)
-            else:
-                del node[k]
-    elif isinstance(node, list):
-        if head == "*":
-            indexes = list(range(len(node)))
-        elif head.isdigit() and int(head) < len(node):
-            indexes = [int(head)]
-        else:
-            indexes = []
-        for i in reversed(indexes):
-            if rest:
-                _remove(node[i], rest)
-            else:
-                del node[i]
-
-
 def _comparable(doc: Mapping[str, Any], kind: Kind, ignore: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = canonical({"spec": doc.get("spec") or {}, "labels": doc.get("labels") or {}}, kind)
     for pointer in ignore:
-        _remove(out["spec"], split_pointer(pointer))
+        pointers.remove_matches(out["spec"], pointers.split(pointer))
     return out
 
 
@@ -308,7 +259,7 @@ def _field_changes(tree: Any) -> tuple[FieldChange, ...]:
             segments = item.path(output_format="list")
             before = None if kind == "added" else item.t1
             after = None if kind == "removed" else item.t2
-            changes.append((segments, FieldChange(pointer_of(segments), before, after, kind)))
+            changes.append((segments, FieldChange(pointers.join(segments), before, after, kind)))
     changes.sort(key=lambda c: [(0, s, "") if isinstance(s, int) else (1, 0, s) for s in c[0]])
     return tuple(c for _, c in changes)
 
@@ -407,7 +358,7 @@ def _breaking(before: Any, after: Any, pointer: str, prefix: str = "") -> list[B
     required = set(after.get("required") or ())
     found = []
     for name in sorted(old.keys() | new.keys()):
-        where = f"{pointer}/properties/{_escape(name)}"
+        where = f"{pointer}/properties/{pointers.escape(name)}"
         label = f"{prefix}{name}"
         if name not in new:
             found.append(BreakingChange(where, f"parameter '{label}' removed"))

@@ -40,7 +40,6 @@ class Problem:
     col: int
     message: str
     field: str = ""
-    severity: str = "error"
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.col}"

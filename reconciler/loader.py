@@ -444,14 +444,6 @@ def _manifest_files(paths: Sequence[Path], problems: list[Problem]) -> list[Path
     return files
 
 
-def load_manifests(paths: Sequence[Path], variables: Mapping[str, str] | None = None) -> ManifestSet:
-    """Every manifest under ``paths``; raises ManifestError listing ALL problems."""
-    manifests, problems = collect_manifests(paths, variables)
-    if problems:
-        raise ManifestError(problems)
-    return manifests
-
-
 def collect_manifests(
     paths: Sequence[Path], variables: Mapping[str, str] | None = None
 ) -> tuple[ManifestSet, list[Problem]]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler import pointers
 from reconciler.models import Kind, ProjectConfig
 
 # Shorter strings are too likely to occur by chance: replacing them would garble output.
@@ -24,24 +24,6 @@ MIN_SECRET_LENGTH = 4
 def sensitive_marker(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return f"(sensitive, sha256:{hashlib.sha256(text.encode()).hexdigest()[:12]})"
-
-
-def _mask_pointer(node: Any, parts: list[str]) -> Any:
-    if not parts:
-        return sensitive_marker(node)
-    head, rest = parts[0], parts[1:]
-    if isinstance(node, dict):
-        if head == "*":
-            return {k: _mask_pointer(v, rest) for k, v in node.items()}
-        if head in node:
-            return {**node, head: _mask_pointer(node[head], rest)}
-    if isinstance(node, list):
-        if head == "*":
-            return [_mask_pointer(v, rest) for v in node]
-        if head.isdigit() and int(head) < len(node):
-            i = int(head)
-            return [*node[:i], _mask_pointer(node[i], rest), *node[i + 1 :]]
-    return node
 
 
 @dataclass(frozen=True)
@@ -69,8 +51,7 @@ class Redactor:
         """The spec with sensitive fields (JSON pointers, ``*`` for any key or index) masked."""
         out = spec
         for pointer in self.sensitive.get(kind, ()):
-            parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.strip("/").split("/")]
-            out = _mask_pointer(out, parts)
+            out = pointers.replace_matches(out, pointers.split(pointer), sensitive_marker)
         return dict(self.value(out))
 
 
@@ -82,16 +63,3 @@ def from_project(config: ProjectConfig, secret_values: Iterable[str | None]) -> 
         sorted({s for s in secret_values if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
     )
     return Redactor(secrets, sensitive)
-
-
-class RedactingFilter(logging.Filter):
-    """A logging filter that passes every record's message through a Redactor."""
-
-    def __init__(self, redactor: Redactor) -> None:
-        super().__init__()
-        self.redactor = redactor
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.redactor.text(record.getMessage())
-        record.args = None
-        return True

@@ -17,13 +17,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from reconciler import pointers
 from reconciler.diff import (
     BreakingChange,
     FieldChange,
     ResourceDiff,
     canonical,
     line_diff,
-    split_pointer,
     templates,
 )
 from reconciler.models import Kind, ResourceKey
@@ -41,44 +41,25 @@ PART_SEPARATOR = "\n\n<!-- reconciler: next comment -->\n\n"
 # Where a summarised plan says the complete one is (the workflows keep it there).
 FULL_PLAN_AT = "the workflow run's job summary and its `plan` artifact"
 
-_MISSING = object()
 _TEMPLATE_PATH = re.compile(r"^/spec/(?:template|variants/\d+/template)$")
 
 # --- Redaction ----------------------------------------------------------------------------------
 
 
-def _resolve(doc: Any, pointer: str) -> Any:
-    """The value at ``pointer``; a non-container met on the way is returned as is (a redaction
-    replaced the whole subtree with its marker); ``_MISSING`` when the path is not there."""
-    node = doc
-    for segment in split_pointer(pointer):
-        if isinstance(node, dict):
-            if segment not in node:
-                return _MISSING
-            node = node[segment]
-        elif isinstance(node, list):
-            if not segment.isdigit() or int(segment) >= len(node):
-                return _MISSING
-            node = node[int(segment)]
-        else:
-            return node
-    return node
-
-
 def _redacted_field(change: FieldChange, before: Any, after: Any) -> FieldChange:
-    old = None if change.kind == "added" else _resolve(before, change.path)
-    new = None if change.kind == "removed" else _resolve(after, change.path)
-    old = change.before if old is _MISSING else old
-    new = change.after if new is _MISSING else new
+    old = None if change.kind == "added" else pointers.get(before, change.path)
+    new = None if change.kind == "removed" else pointers.get(after, change.path)
+    old = change.before if old is pointers.MISSING else old
+    new = change.after if new is pointers.MISSING else new
     return FieldChange(change.path, old, new, change.kind)
 
 
 def _redacted_breaking(
     item: BreakingChange, before: Any, after: Any, plain_before: Any, plain_after: Any
 ) -> BreakingChange:
-    touched = _resolve(before, item.path) != _resolve(plain_before, item.path) or _resolve(
+    touched = pointers.get(before, item.path) != pointers.get(plain_before, item.path) or pointers.get(
         after, item.path
-    ) != _resolve(plain_after, item.path)
+    ) != pointers.get(plain_after, item.path)
     return BreakingChange(item.path, "breaking change to a sensitive field") if touched else item
 
 

@@ -25,7 +25,7 @@ from reconciler.cli import main
 from reconciler.client.adapters import adapter_for
 from reconciler.emulator.config import DEFAULT_FIXTURES, EmulatorConfig
 from reconciler.emulator.server import running_emulator
-from reconciler.loader import load_manifests
+from reconciler.loader import collect_manifests
 from reconciler.models import Kind
 from tests.conftest import Org
 
@@ -317,7 +317,8 @@ def client_problems(tmp_path: Path, docs: dict[Kind, dict[str, Any]]) -> str:
         f["id"]: {d["name"]: d["dataType"] for d in f["inputDefinitions"]}
         for f in json.loads((DEFAULT_FIXTURES / "flows.json").read_text())
     }
-    loaded = load_manifests([folder])
+    loaded, problems = collect_manifests([folder])
+    assert problems == [], problems
     return "\n".join(check_live([m.manifest for m in loaded.manifests], models, flows))
 
 
