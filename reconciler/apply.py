@@ -18,6 +18,7 @@ change whatever happened, as Terraform's Apply returns the partial state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,7 +31,14 @@ import httpx
 from reconciler.client.adapters import adapter_for
 from reconciler.client.api import GatewayClient, WriteResult
 from reconciler.diff import IgnoreRules, compare, fingerprint
-from reconciler.errors import ApiError, ConflictError, NotFoundError, ServerError, TransportError
+from reconciler.errors import (
+    ApiError,
+    ConflictError,
+    JournalError,
+    NotFoundError,
+    ServerError,
+    TransportError,
+)
 from reconciler.journal import Journal, RecordType, summarize
 from reconciler.models import Kind, LiveResource, ResourceKey
 from reconciler.notify import Event, WebhookTarget, deliver
@@ -70,6 +78,7 @@ class ApplyResult:
     run_id: str
     outcomes: tuple[Outcome, ...]
     journal_head: str
+    journal_failure: str = ""  # why the journal could not be written, when it could not
 
     def count(self, status: Status) -> int:
         return sum(1 for o in self.outcomes if o.status is status)
@@ -78,7 +87,7 @@ class ApplyResult:
     def exit_code(self) -> int:
         # Changes are only skipped because something they depend on failed or conflicted, so
         # the cause decides: any failure is an error (1); otherwise conflicts make it 3.
-        if self.count(Status.FAILED):
+        if self.count(Status.FAILED) or self.journal_failure:
             return 1
         if self.count(Status.CONFLICT):
             return 3
@@ -135,6 +144,8 @@ class _Executor:
         self.done: dict[ResourceKey, asyncio.Event] = {c.key: asyncio.Event() for c in plan.changes}
         self.outcomes: dict[ResourceKey, Outcome] = {}
         self.notifications: list[asyncio.Task[None]] = []
+        # Set when the journal cannot be written: no audit, no write. Nothing more is sent.
+        self.journal_failure: JournalError | None = None
 
     async def run(self) -> list[Outcome]:
         await asyncio.gather(*(self._run_change(i, c) for i, c in enumerate(self.plan.changes)))
@@ -156,11 +167,19 @@ class _Executor:
                 names = ", ".join(str(b) for b in blockers)
                 outcome = Outcome(change, Status.SKIPPED, f"skipped: depends on {names}, which did not apply")
                 await self._journal_outcome(index, outcome)
+            elif self.journal_failure is not None:
+                outcome = Outcome(change, Status.FAILED, "not sent: the journal cannot be written")
             else:
                 outcome = await self._execute(index, change)
+        except JournalError as exc:
+            # The intent or the outcome could not be recorded: stop sending writes. A write that
+            # was sent has an intent without outcome; the next run records what it finds.
+            self.journal_failure = self.journal_failure or exc
+            outcome = Outcome(change, Status.FAILED, f"journal: {exc}")
         except Exception as exc:  # a bug must not leave dependants waiting forever
             outcome = Outcome(change, Status.FAILED, f"internal error: {type(exc).__name__}: {exc}")
-            await self._journal_outcome(index, outcome)
+            with contextlib.suppress(JournalError):
+                await self._journal_outcome(index, outcome)
         self.outcomes[change.key] = outcome
         self.done[change.key].set()
         if self.options.on_outcome:
@@ -394,7 +413,10 @@ class _Executor:
 
     async def _deliver(self, event: Event) -> None:
         for delivery in await deliver(self.notify_http, self.options.webhooks, event):
-            await self._append(RecordType.NOTIFICATION, delivery.as_record())
+            try:
+                await self._append(RecordType.NOTIFICATION, delivery.as_record())
+            except JournalError as exc:
+                self.journal_failure = self.journal_failure or exc
 
 
 async def apply_plan(
@@ -413,5 +435,47 @@ async def apply_plan(
         outcomes = await executor.run()
     written = [o for o in outcomes if o.change.action is not Action.NO_OP]
     summary = summarize([o.latency_ms for o in written if o.latency_ms], [o.status.value for o in written])
-    journal.append(run_id, RecordType.RUN_END, {"summary": summary})
-    return ApplyResult(run_id, tuple(outcomes), journal.head)
+    failure = executor.journal_failure
+    if failure is None:
+        try:
+            journal.append(run_id, RecordType.RUN_END, {"summary": summary})
+        except JournalError as exc:
+            failure = exc
+    return ApplyResult(run_id, tuple(outcomes), journal.head, str(failure) if failure else "")
+
+
+async def record_unfinished(journal: Journal, client: GatewayClient, redactor: Redactor) -> list[str]:
+    """Give every intent left without an outcome (a run killed, or a journal that could not be
+    written) the outcome the live org shows now: status "unknown", with what was found. Returns a
+    line per intent for the user. Runs under the journal lock, before this run writes anything."""
+    notes = []
+    for intent in journal.unfinished_intents():
+        data = intent.data
+        kind, name = Kind(data["kind"]), str(data["name"])
+        found = await client.find(kind, name)
+        live = found[0] if found else None
+        after = {"spec": redactor.resource(kind, live.spec), "labels": live.labels} if live else None
+        journal.append(
+            intent.run_id,
+            RecordType.OUTCOME,
+            {
+                "change_id": data.get("change_id"),
+                "action": data.get("action"),
+                "kind": kind.value,
+                "name": name,
+                "status": "unknown",
+                "http_status": None,
+                "latency_ms": None,
+                "etag_before": data.get("etag_before"),
+                "etag_after": live.etag if live else None,
+                "live_id": live.id if live else None,
+                "before": None,
+                "after": redactor.value(after),
+                "error": "the outcome of this write was never recorded; this is what the org held afterwards",
+                "landed": live is not None and live.etag != data.get("etag_before"),
+                "service_changed": [],
+            },
+        )
+        state = f"now at etag {live.etag}" if live else "not in the org"
+        notes.append(f"{kind.value}/{name} (run {intent.run_id}): outcome never recorded; {state}")
+    return notes

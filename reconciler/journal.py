@@ -3,9 +3,19 @@
 Every record is one line ``{"seq", "ts", "run_id", "type", "data", "prev", "hash"}`` where
 ``hash`` is the SHA-256 of the canonical JSON of the record without ``hash``, and ``prev`` the
 previous record's hash (64 zeros for the first). A line is written whole and fsync'd before the
-write it describes is sent, so a crash leaves at most one torn last line; opening the journal
-finds it, moves it to a side file ``<name>.torn-<timestamp>`` and reports it: never silently
-dropped, never accepted.
+write it describes is sent, so a crash leaves at most one torn last line: one without its final
+newline, or one that does not parse. Opening the journal for writing moves it to a side file
+``<name>.torn-<timestamp>`` and reports it: never silently dropped, never accepted. Opening it
+for reading (``journal list``/``show``, rollback's lookup) changes nothing and only skips it. A
+complete record that parses but whose hash or link is wrong is tampering, never a torn write:
+every command refuses such a journal.
+
+One writer at a time: a writing command holds ``JournalLock`` (an OS file lock beside the
+journal, released by the OS if the process dies) for its whole run, so appends always extend the
+head they read, and a second writer waits a bounded time or is told who holds the journal.
+A write to the journal that fails (disk full, I/O error, read-only file system) raises
+``JournalError``; the apply engine then sends no further writes to the org, and the next run
+finds the intents left without an outcome (``unfinished_intents``) and records what it finds.
 
 A hash chain cannot see a cut-off tail by itself, so every run prints its final head hash and
 ``verify(expect_head=...)`` fails when the journal no longer reaches that head.
@@ -22,6 +32,7 @@ Bodies are redacted by the caller before they reach the journal.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
@@ -34,7 +45,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from types import TracebackType
 from typing import Any
+
+import filelock
 
 from reconciler.errors import JournalError
 
@@ -47,6 +61,9 @@ class RecordType(StrEnum):
     OUTCOME = "outcome"
     NOTIFICATION = "notification"
     RUN_END = "run_end"
+    # {verdict, duration_s, window, baseline_window, prompts: [per prompt and variant: the numbers,
+    #  the limits and which breached], action}: written by `apply --health-gate` after the run.
+    HEALTH_VERDICT = "health_verdict"
 
 
 @dataclass(frozen=True)
@@ -214,57 +231,131 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class JournalLock:
+    """The one-writer lock of a journal: held by apply and rollback for their whole run.
+
+    An OS lock (``filelock``) on ``<journal>.lock``, so it is released when its holder dies; who
+    holds it (pid, actor, command, since when, run id once known) is written beside it in
+    ``<journal>.holder`` to be named to anyone who has to wait. ``timeout`` seconds at most are
+    waited (0: do not wait).
+    """
+
+    def __init__(self, path: Path, *, actor: str, command: str, timeout: float = 0.0) -> None:
+        self.path = Path(path)
+        self.holder_file = self.path.with_name(self.path.name + ".holder")
+        self.actor, self.command, self.timeout = actor, command, timeout
+        self._lock = filelock.FileLock(str(self.path.with_name(self.path.name + ".lock")))
+
+    def __enter__(self) -> JournalLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire(timeout=self.timeout)
+        except filelock.Timeout:
+            raise JournalError(
+                f"the journal {self.path} is in use by {self.holder()}; "
+                "wait for that run to finish, or give --lock-timeout SECONDS to wait for it"
+            ) from None
+        self.note_holder(run_id=None)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._lock.release()
+
+    def note_holder(self, run_id: str | None) -> None:
+        """Say who holds the lock (a best effort: the lock itself is what excludes others)."""
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        holder = {"pid": os.getpid(), "actor": self.actor, "command": self.command, "since": since}
+        with contextlib.suppress(OSError):
+            self.holder_file.write_text(json.dumps({**holder, "run_id": run_id}), encoding="utf-8")
+
+    def holder(self) -> str:
+        try:
+            info = json.loads(self.holder_file.read_text(encoding="utf-8")[:4096])
+            return (
+                f"run {info.get('run_id') or '(starting)'} ({info.get('command')}) of "
+                f"{info.get('actor')}, pid {info.get('pid')}, since {info.get('since')}"
+            )
+        except (OSError, ValueError, AttributeError):
+            return "another run (its details could not be read)"
+
+
 @dataclass
 class Journal:
-    """An open journal. Appends are serialized by a lock and fsync'd one by one."""
+    """An open journal. With ``writable``, appends are allowed (serialized by a lock, fsync'd one
+    by one) and a torn last line is set aside; without it, opening changes nothing on disk."""
 
     path: Path
     clock: Callable[[], datetime] = _utc_now
+    writable: bool = False
     set_aside: list[TornTail] = field(default_factory=list)
+    skipped_tail: str = ""  # read-only: why the last line was not read (torn), if it was not
     _head: str = GENESIS
     _seq: int = 0
+    _end: int = 0  # bytes of complete, verified records
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.writable:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._recover()
 
     def _recover(self) -> None:
-        """Find the chain's end; a torn or unverifiable LAST line is set aside, anything else fails."""
+        """Find the chain's end. A torn last line (no final newline, or unparseable) is set aside
+        when writable and skipped otherwise; a record that parses but does not verify is
+        tampering, wherever it is, and so is any broken line before the last."""
         if not self.path.exists():
             return
-        data = self.path.read_bytes()
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise JournalError(f"cannot read the journal {self.path}: {exc.strerror or exc}") from None
         lines = data.split(b"\n")
         complete, tail = lines[:-1], lines[-1]  # tail is b"" when the file ends with a newline
-        prev, seq = GENESIS, 0
+        prev, seq, end = GENESIS, 0, 0
+        torn = ""
         for number, raw in enumerate(complete, start=1):
             try:
-                record = _parse(raw.decode("utf-8"))
-                problem = _check(record, prev, seq)
+                record: JournalRecord | None = _parse(raw.decode("utf-8"))
             except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-                record, problem = None, f"unreadable ({exc})"
-            if problem:
+                record = None
                 if number == len(complete) and not tail:
-                    self._set_aside(data, sum(len(x) + 1 for x in complete[:-1]), f"last line {problem}")
+                    torn = f"last line is unreadable ({exc})"
                     break
-                raise JournalError(f"{self.path}: line {number}: {problem}; run `reconciler journal verify`")
+                raise JournalError(
+                    f"{self.path}: line {number} is not a journal record ({exc}); "
+                    "run `reconciler journal verify`"
+                ) from None
             assert record is not None
-            prev, seq = record.hash, seq + 1
+            problem = _check(record, prev, seq)
+            if problem:
+                raise JournalError(
+                    f"{self.path}: line {number}: {problem}: the journal was tampered with or damaged; "
+                    "run `reconciler journal verify`"
+                )
+            prev, seq, end = record.hash, seq + 1, end + len(raw) + 1
         else:
             if tail:
-                self._set_aside(
-                    data, len(data) - len(tail), "last line has no end (the writer was interrupted)"
-                )
-        self._head, self._seq = prev, seq
+                torn = "last line has no end (the writer was interrupted)"
+        if torn and self.writable:
+            self._set_aside(data, end, torn)
+        elif torn:
+            self.skipped_tail = torn
+        self._head, self._seq, self._end = prev, seq, end
 
     def _set_aside(self, data: bytes, keep: int, reason: str) -> None:
         stamp = self.clock().strftime("%Y%m%dT%H%M%S%fZ")
         side = self.path.with_name(f"{self.path.name}.torn-{stamp}")
-        side.write_bytes(data[keep:])
-        with self.path.open("r+b") as handle:
-            handle.truncate(keep)
-            os.fsync(handle.fileno())
+        try:
+            side.write_bytes(data[keep:])
+            with self.path.open("r+b") as handle:
+                handle.truncate(keep)
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise JournalError(f"cannot set aside the torn end of {self.path}: {why}") from None
         self.set_aside.append(TornTail(side, len(data) - keep, reason))
 
     @property
@@ -289,6 +380,8 @@ class Journal:
         return run_id
 
     def append(self, run_id: str, type: RecordType, data: Mapping[str, Any]) -> JournalRecord:
+        if not self.writable:
+            raise JournalError(f"{self.path} was opened for reading; only apply and rollback write to it")
         with self._lock:
             body = {
                 "seq": self._seq,
@@ -306,20 +399,55 @@ class Journal:
             line = json.dumps(
                 {**body, "hash": record.hash}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
             )
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            self._head, self._seq = record.hash, self._seq + 1
+            encoded = (line + "\n").encode()
+            try:
+                with self.path.open("ab") as handle:
+                    handle.write(encoded)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as exc:
+                # A short write leaves part of a line: cut it off (truncating needs no space). If
+                # even that fails, the next writer sets the torn tail aside.
+                with contextlib.suppress(OSError), self.path.open("r+b") as handle:
+                    handle.truncate(self._end)
+                raise JournalError(
+                    f"cannot write the audit journal {self.path}: {exc.strerror or exc}; "
+                    "no further change is sent to the org (no audit, no write)"
+                ) from None
+            self._head, self._seq, self._end = record.hash, self._seq + 1, self._end + len(encoded)
             return record
 
     def records(self) -> Iterator[JournalRecord]:
+        """The verified records (a skipped torn tail is not among them)."""
         if not self.path.exists():
             return
-        with self.path.open("r", encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    yield _parse(line)
+        with self.path.open("rb") as handle:
+            data = handle.read(self._end)
+        for line in data.split(b"\n"):
+            if line.strip():
+                yield _parse(line.decode("utf-8"))
+
+    def unfinished_intents(self) -> list[JournalRecord]:
+        """Intents with no outcome: writes that may have been sent while the journal could not
+        record what came of them (a crash, a full disk). The next writer records what it finds."""
+        open_intents: dict[tuple[str, Any], JournalRecord] = {}
+        for record in self.records():
+            key = (record.run_id, record.data.get("change_id"))
+            if record.type is RecordType.INTENT:
+                open_intents[key] = record
+            elif record.type is RecordType.OUTCOME:
+                open_intents.pop(key, None)
+        return list(open_intents.values())
+
+    def applied_plan(self, plan_hash: str) -> str | None:
+        """The run that already applied the saved plan with this hash, if one finished."""
+        started = {
+            r.run_id
+            for r in self.records()
+            if r.type is RecordType.RUN_START and plan_hash and r.data.get("plan_hash") == plan_hash
+        }
+        ended = [r.run_id for r in self.records() if r.type is RecordType.RUN_END and r.run_id in started]
+        return ended[0] if ended else None
 
     def run(self, run_id: str) -> list[JournalRecord]:
         return [r for r in self.records() if r.run_id == run_id]

@@ -9,8 +9,11 @@ it can from the manifests and the live org. ``summary`` is derived data and is n
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -116,18 +119,102 @@ def plan_from_json(doc: Mapping[str, Any]) -> Plan:
 MAX_PLAN_BYTES = 256 * 1024 * 1024
 
 
-def read_plan_file(path: Path) -> Plan:
-    """A saved plan file, read with a size limit; ``PlanFileError`` names what is wrong with it."""
+@dataclass(frozen=True)
+class PlanOrigin:
+    """What a saved plan was made from, so apply can make it again and compare (see promise.py),
+    and refuse it for another org. Paths are relative to the project root."""
+
+    paths: tuple[str, ...]
+    targets: tuple[str, ...]
+    excludes: tuple[str, ...]
+    prune: bool
+    base_url: str
+    org_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "paths": list(self.paths),
+            "targets": list(self.targets),
+            "excludes": list(self.excludes),
+            "prune": self.prune,
+            "base_url": self.base_url,
+            "org_id": self.org_id,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> PlanOrigin:
+        def strings(name: str) -> tuple[str, ...]:
+            value = doc.get(name)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise PlanFileError(f"origin.{name} must be a list of strings")
+            return tuple(value)
+
+        if not isinstance(doc, Mapping):
+            raise PlanFileError("origin must be an object")
+        if not isinstance(doc.get("prune"), bool):
+            raise PlanFileError("origin.prune must be true or false")
+        for name in ("base_url", "org_id"):
+            if not isinstance(doc.get(name), str):
+                raise PlanFileError(f"origin.{name} must be a string")
+        return cls(
+            strings("paths"),
+            strings("targets"),
+            strings("excludes"),
+            doc["prune"],
+            doc["base_url"],
+            doc["org_id"],
+        )
+
+
+def plan_mac(document: Mapping[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 of the plan document (without its ``mac``), as canonical JSON."""
+    body = {k: v for k, v in document.items() if k != "mac"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
+
+
+def saved_plan_text(document: dict[str, Any], origin: PlanOrigin, key: bytes | None) -> str:
+    """The text of a plan file: the (already redacted) plan document, its origin, and with a
+    key, a MAC over both that apply checks."""
+    saved = {**document, "origin": origin.to_json()}
+    if key:
+        saved["mac"] = plan_mac(saved, key)
+    return json.dumps(saved, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    plan: Plan
+    origin: PlanOrigin | None  # None: a plan file without one (made by an older reconciler)
+    digest: str  # SHA-256 of the file's bytes: what the journal records as the plan applied
+    has_mac: bool = False
+
+
+def read_plan_file(path: Path, key: bytes | None = None) -> SavedPlan:
+    """A saved plan file, read with a size limit; ``PlanFileError`` names what is wrong with it.
+
+    With ``key``, the file must carry a valid MAC made with that key.
+    """
     try:
         size = path.stat().st_size
         if size > MAX_PLAN_BYTES:
             raise PlanFileError(f"{path}: {size} bytes is larger than any plan ({MAX_PLAN_BYTES} at most)")
-        document = json.loads(path.read_bytes())
+        data = path.read_bytes()
+        document = json.loads(data)
     except OSError as exc:
         raise PlanFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except ValueError as exc:
         raise PlanFileError(f"{path}: not a reconciler plan: not valid JSON ({exc})") from None
     try:
-        return plan_from_json(document)
+        plan = plan_from_json(document)
+        if key is not None:
+            mac = document.get("mac")
+            if not isinstance(mac, str) or not hmac.compare_digest(mac, plan_mac(document, key)):
+                raise PlanFileError(
+                    "its MAC does not match (RECONCILER_PLAN_KEY is set, so only a plan made with that key "
+                    "and not changed since is applied)"
+                )
+        origin = PlanOrigin.from_json(document["origin"]) if "origin" in document else None
     except PlanFileError as exc:
         raise PlanFileError(f"{path}: {exc}") from None
+    return SavedPlan(plan, origin, hashlib.sha256(data).hexdigest(), "mac" in document)

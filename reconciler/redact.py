@@ -21,9 +21,23 @@ from reconciler.models import Kind, ProjectConfig
 MIN_SECRET_LENGTH = 4
 
 
+SECRET_MASK = "***"
+SENSITIVE_PREFIX = "(sensitive, sha256:"
+
+
 def sensitive_marker(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return f"(sensitive, sha256:{hashlib.sha256(text.encode()).hexdigest()[:12]})"
+    return f"{SENSITIVE_PREFIX}{hashlib.sha256(text.encode()).hexdigest()[:12]})"
+
+
+def holds_redaction(doc: Any) -> bool:
+    """Whether any value in ``doc`` was masked (a secret or a sensitive field): such a document
+    cannot be written back, since the real value is not in it."""
+    if isinstance(doc, dict):
+        return any(holds_redaction(v) for v in doc.values())
+    if isinstance(doc, list):
+        return any(holds_redaction(v) for v in doc)
+    return isinstance(doc, str) and (doc.startswith(SENSITIVE_PREFIX) or SECRET_MASK in doc)
 
 
 @dataclass(frozen=True)
@@ -33,7 +47,7 @@ class Redactor:
 
     def text(self, s: str) -> str:
         for secret in self.secrets:
-            s = s.replace(secret, "***")
+            s = s.replace(secret, SECRET_MASK)
         return s
 
     def value(self, obj: Any) -> Any:

@@ -19,16 +19,7 @@ from typing import Any
 from reconciler.journal import JournalRecord, RecordType
 from reconciler.models import Kind, ResourceKey
 from reconciler.plan import Action, Change, Plan
-
-REDACTED_MARK = "(sensitive, sha256:"
-
-
-def _contains_redaction(doc: Any) -> bool:
-    if isinstance(doc, dict):
-        return any(_contains_redaction(v) for v in doc.values())
-    if isinstance(doc, list):
-        return any(_contains_redaction(v) for v in doc)
-    return isinstance(doc, str) and (doc.startswith(REDACTED_MARK) or doc == "***")
+from reconciler.redact import holds_redaction
 
 
 def _references(doc: dict[str, Any] | None) -> set[ResourceKey]:
@@ -44,6 +35,13 @@ def rollback_changes(records: Iterable[JournalRecord]) -> tuple[list[Change], li
     changes: list[Change] = []
     refused: list[str] = []
     seen: set[ResourceKey] = set()
+    records = list(records)
+    for record in records:
+        if record.type is RecordType.OUTCOME and record.data.get("status") == "unknown":
+            refused.append(
+                f"{record.data.get('kind')}/{record.data.get('name')}: the outcome of its write was lost "
+                "(found afterwards, not seen); restore it from git instead"
+            )
     applied = [r for r in records if r.type is RecordType.OUTCOME and r.data.get("status") == "applied"]
     for record in reversed(applied):
         data = record.data
@@ -55,7 +53,7 @@ def rollback_changes(records: Iterable[JournalRecord]) -> tuple[list[Change], li
         reason = f"rollback of run {record.run_id}"
         action = Action(data["action"])
         restore = before if action in (Action.UPDATE, Action.ROLLBACK, Action.DELETE) else None
-        if restore is not None and _contains_redaction(restore):
+        if restore is not None and holds_redaction(restore):
             refused.append(f"{key}: its earlier body holds redacted fields; restore it from git instead")
             continue
         match action:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from reconciler.client.api import GatewayClient
 from reconciler.client.connect import Connection, resolve
-from reconciler.errors import LiveCheckError
+from reconciler.errors import ConfigError, LiveCheckError
 from reconciler.loader import ManifestSet, load_project
 from reconciler.models import ContextPolicy, Environment, ProjectConfig, Prompt, ResourceKey
 from reconciler.notify import WebhookTarget
@@ -34,6 +34,21 @@ class Workspace:
     redactor: Redactor
     webhooks: tuple[WebhookTarget, ...]
     journal_path: Path
+    manifest_paths: tuple[Path, ...] = ()
+    plan_key: bytes | None = None  # RECONCILER_PLAN_KEY: saved plans carry a MAC made with it
+
+    def relative_manifest_paths(self) -> tuple[str, ...]:
+        """The manifest paths relative to the project root, as a saved plan records them."""
+        root = self.project_dir.resolve()
+        out = []
+        for path in self.manifest_paths:
+            try:
+                out.append(path.resolve().relative_to(root).as_posix())
+            except ValueError:
+                raise ConfigError(
+                    f"{path} is outside the project ({root}); a saved plan cannot pin it"
+                ) from None
+        return tuple(out)
 
 
 def manifest_paths(
@@ -60,15 +75,25 @@ def open_workspace(
     project_dir = found.parent if found else Path(".")
     connection = resolve(project, env_name, environ)
     env = project.environments.get(connection.environment)
-    manifests = validate_manifests(manifest_paths(project, project_dir, env, paths), connection.variables)
+    chosen = manifest_paths(project, project_dir, env, paths)
+    manifests = validate_manifests(chosen, connection.variables)
     webhooks = tuple(
         WebhookTarget(w.url, environ.get(w.secret_env) if w.secret_env else None, w.timeout_seconds)
         for w in project.webhooks
     )
-    secrets = [connection.credentials.client_secret, *(w.secret for w in webhooks if w.secret)]
+    plan_key = environ.get("RECONCILER_PLAN_KEY") or None
+    secrets = [connection.credentials.client_secret, plan_key, *(w.secret for w in webhooks if w.secret)]
     journal_path = Path(journal or environ.get("RECONCILER_JOURNAL") or project_dir / project.journal)
     return Workspace(
-        project, project_dir, connection, manifests, from_project(project, secrets), webhooks, journal_path
+        project,
+        project_dir,
+        connection,
+        manifests,
+        from_project(project, secrets),
+        webhooks,
+        journal_path,
+        tuple(chosen),
+        plan_key.encode() if plan_key else None,
     )
 
 

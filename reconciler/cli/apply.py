@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
-from reconciler.apply import ApplyOptions, ApplyResult, Outcome, Status, apply_plan
+from reconciler.apply import ApplyOptions, ApplyResult, Outcome, Status, apply_plan, record_unfinished
 from reconciler.cli import main
 from reconciler.cli.options import (
     color_option,
     env_option,
     exclude_option,
     journal_option,
+    lock_timeout_option,
     note,
     parallelism_option,
     run,
@@ -25,12 +28,13 @@ from reconciler.cli.plan import show_plan
 from reconciler.client.adapters import adapter_for
 from reconciler.client.api import GatewayClient
 from reconciler.client.connect import open_client
-from reconciler.diff import desired_document, fingerprint
-from reconciler.errors import ConfigError, StalePlanError
-from reconciler.journal import Journal, detect_actor, detect_git_commit, write_step_summary
-from reconciler.models import Kind, ResourceKey, key_of
+from reconciler.errors import ConfigError, PlanFileError, StalePlanError
+from reconciler.journal import Journal, JournalLock, detect_actor, detect_git_commit, write_step_summary
+from reconciler.models import Kind, ResourceKey
 from reconciler.plan import Action, Change, Plan
-from reconciler.plan_json import read_plan_file
+from reconciler.plan_json import SavedPlan, read_plan_file
+from reconciler.promise import bind_saved_plan
+from reconciler.render import redact_change
 from reconciler.rollback import rollback_plan
 from reconciler.workspace import Workspace, ignore_rules, make_live_plan, open_workspace, plan_options
 
@@ -43,32 +47,59 @@ SYMBOLS = {
 }
 
 
-def load_saved_plan(ws: Workspace, path: Path) -> Plan:
-    """A saved plan, refused when the manifests changed since it was made.
-
-    The saved file holds sensitive fields only as hashes, so each change's body is taken again
-    from the manifests (pinned by the digest) and checked to redact to what the plan showed.
-    """
-    saved = read_plan_file(path)
-    if saved.manifests_digest != ws.manifests.digest:
+async def bind_plan_file(ws: Workspace, client: GatewayClient, saved: SavedPlan, path: Path) -> Plan:
+    """The saved plan as apply may execute it: bound to its environment and org, made again from
+    the inputs it pins and the live org now, and checked change by change (see promise.py)."""
+    plan, origin = saved.plan, saved.origin
+    assert origin is not None  # checked by the caller before the workspace was opened
+    if plan.environment != ws.connection.environment:
+        raise PlanFileError(
+            f"{path} was made for environment {plan.environment or '(none)'!r}, "
+            f"not {ws.connection.environment or '(none)'!r}; nothing was written"
+        )
+    if origin.base_url != ws.connection.base_url:
+        raise PlanFileError(
+            f"{path} was made for the org at {origin.base_url}, not {ws.connection.base_url}; "
+            "nothing was written"
+        )
+    if plan.manifests_digest != ws.manifests.digest:
         raise StalePlanError(
             f"{path} was made from manifests that have changed since "
-            f"(digest {saved.manifests_digest[:12]} != {ws.manifests.digest[:12]}); "
-            "run plan again"
+            f"(digest {plan.manifests_digest[:12]} != {ws.manifests.digest[:12]}); run plan again"
         )
-    by_key = {key_of(m.manifest): m.manifest for m in ws.manifests.manifests}
-    ignore = ignore_rules(ws.project)
-    changes = []
-    for change in saved.changes:
-        # Only what will be written is taken from the manifests (a no-op's after is the live body).
-        if change.action in (Action.CREATE, Action.UPDATE) and change.key in by_key:
-            after = desired_document(by_key[change.key], ws.project.project, ignore)
-            shown = {"spec": ws.redactor.resource(change.key.kind, after["spec"]), "labels": after["labels"]}
-            if fingerprint(shown) != fingerprint(change.after):
-                raise StalePlanError(f"{path}: {change.key} no longer matches the plan; run plan again")
-            change = replace(change, after=after)
-        changes.append(change)
-    return replace(saved, changes=tuple(changes))
+    org_id = await client.organization_id()
+    if org_id != origin.org_id:
+        raise PlanFileError(
+            f"{path} was made for org {origin.org_id}, but these credentials reach org {org_id}; "
+            "nothing was written"
+        )
+    options = plan_options(
+        ws,
+        prune=origin.prune,
+        targets=[ResourceKey.parse(t) for t in origin.targets],
+        excludes=[ResourceKey.parse(e) for e in origin.excludes],
+    )
+    fresh = await make_live_plan(ws, client, options)
+
+    def shown(change: Change) -> Any:
+        after = redact_change(change, ws.redactor.resource).after
+        return json.loads(ws.redactor.text(json.dumps(after)))
+
+    bound = bind_saved_plan(plan, fresh, shown, prune=options.prune)
+    for line in bound.skipped:
+        note(f"Not applied: {line}")
+    return bound.plan
+
+
+def read_saved(path: Path, key: bytes | None) -> SavedPlan:
+    saved = read_plan_file(path, key)
+    if saved.origin is None:
+        raise PlanFileError(
+            f"{path} does not say what it was made from (an older reconciler made it); run plan again"
+        )
+    if key is None and saved.has_mac:
+        note("Note: the plan carries a MAC, but RECONCILER_PLAN_KEY is not set here, so it was not checked.")
+    return saved
 
 
 def confirm(auto_approve: bool, question: str) -> None:
@@ -128,16 +159,29 @@ def report(result: ApplyResult) -> None:
     for outcome in result.outcomes:
         if outcome.status is Status.CONFLICT:
             note(f"Conflict: {outcome.message}")
+    if result.journal_failure:
+        note(f"Error: {result.journal_failure}")
+        note("Run apply again once the journal can be written: it records what became of every write.")
     click.echo(summary_line(result))
     click.echo(f"Journal run {result.run_id}; journal head {result.journal_head}")
     write_step_summary(result.journal_head, summary_line(result))
 
 
 def open_journal(ws: Workspace) -> Journal:
-    journal = Journal(ws.journal_path)
+    """The journal, for writing: call it holding its ``JournalLock``."""
+    journal = Journal(ws.journal_path, writable=True)
     for torn in journal.set_aside:
         note(f"Warning: the journal's last line was torn ({torn}); it was set aside, not accepted.")
     return journal
+
+
+def journal_lock(ws: Workspace, command: str, timeout: float) -> JournalLock:
+    return JournalLock(ws.journal_path, actor=detect_actor(), command=command, timeout=timeout)
+
+
+async def record_lost_outcomes(ws: Workspace, journal: Journal, client: GatewayClient) -> None:
+    for line in await record_unfinished(journal, client, ws.redactor):
+        note(f"Recorded a lost outcome: {line}")
 
 
 @main.command("apply")
@@ -156,6 +200,7 @@ def open_journal(ws: Workspace) -> Journal:
 @click.option("--prune", is_flag=True, help="Delete live resources managed by this project but not in git.")
 @parallelism_option
 @journal_option
+@lock_timeout_option
 @color_option
 def apply_command(
     source: tuple[str, ...],
@@ -167,50 +212,77 @@ def apply_command(
     prune: bool,
     parallelism: int,
     journal_path: str | None,
+    lock_timeout: float,
     no_color: bool,
 ) -> None:
     """Apply a saved plan (PLAN.json), or plan PATHS and apply after confirmation.
+
+    A saved plan is made again from what it pins (manifests, options, environment, org) and the
+    live org now; apply refuses it unless both agree, and writes only what it showed.
 
     Exit codes: 0 applied, 1 error, 3 conflict (something changed since the plan; nothing of
     theirs was overwritten).
     """
     plan_file = Path(source[0]) if len(source) == 1 and source[0].endswith(".json") else None
-    ws = open_workspace(env_name, () if plan_file else source, journal=journal_path)
+    saved = None
+    if plan_file is not None:
+        key = os.environ.get("RECONCILER_PLAN_KEY")
+        saved = read_saved(plan_file, key.encode() if key else None)
+        assert saved.origin is not None
+    paths = saved.origin.paths if saved is not None and saved.origin is not None else source
+    ws = open_workspace(env_name, paths, journal=journal_path)
     note(f"Applying to {ws.connection.description}.")
 
     async def go() -> ApplyResult | None:
-        async with open_client(ws.connection, parallelism=parallelism) as client:
-            if plan_file is not None:
-                the_plan = load_saved_plan(ws, plan_file)
-            else:
-                options = plan_options(ws, prune=prune, targets=targets, excludes=excludes)
-                the_plan = await make_live_plan(ws, client, options)
-                show_plan(ws, the_plan, "text", use_color(no_color))
-            if not the_plan.has_changes:
-                click.echo("No changes. Nothing to apply.")
-                return None
-            # A saved plan was reviewed when it was made (Terraform's habit): no second question.
-            confirm(auto_approve or plan_file is not None, "Do you want to perform these actions?")
+        with journal_lock(ws, "apply", lock_timeout):
             journal = open_journal(ws)
-            result = await execute(ws, the_plan, client, journal, "apply", the_plan.manifests_digest)
-            if rollback_on_failure and result.count(Status.FAILED):
-                note("A change failed for good: rolling back what this run changed (--rollback-on-failure).")
-                undo, refused = rollback_plan(
-                    journal.run(result.run_id), environment=the_plan.environment, project=the_plan.project
-                )
-                for reason in refused:
-                    note(f"  cannot roll back {reason}")
-                report(result)
-                undone = await execute(ws, undo, client, journal, f"rollback {result.run_id}", "")
-                report(undone)
-                raise SystemExit(1)  # the run failed, however well the undo went
-            return result
+            async with open_client(ws.connection, parallelism=parallelism) as client:
+                if saved is not None and plan_file is not None:
+                    earlier = journal.applied_plan(saved.digest)
+                    if earlier:
+                        raise PlanFileError(
+                            f"{plan_file} was applied already, by run {earlier}; make a new plan"
+                        )
+                    await record_lost_outcomes(ws, journal, client)
+                    the_plan = await bind_plan_file(ws, client, saved, plan_file)
+                else:
+                    await record_lost_outcomes(ws, journal, client)
+                    options = plan_options(ws, prune=prune, targets=targets, excludes=excludes)
+                    the_plan = await make_live_plan(ws, client, options)
+                    show_plan(ws, the_plan, "text", use_color(no_color))
+                if not the_plan.has_changes:
+                    click.echo("No changes. Nothing to apply.")
+                    return None
+                # A saved plan was reviewed when it was made (Terraform's habit): no second question.
+                confirm(auto_approve or plan_file is not None, "Do you want to perform these actions?")
+                plan_hash = saved.digest if saved is not None else the_plan.manifests_digest
+                result = await apply_and_undo(ws, the_plan, client, journal, plan_hash, rollback_on_failure)
+                return result
 
     result = run(go())
     if result is None:
         return
     report(result)
     raise SystemExit(result.exit_code)
+
+
+async def apply_and_undo(
+    ws: Workspace, the_plan: Plan, client: GatewayClient, journal: Journal, plan_hash: str, undo_failed: bool
+) -> ApplyResult:
+    """Execute the plan; with ``undo_failed``, roll back this run if a change failed for good."""
+    result = await execute(ws, the_plan, client, journal, "apply", plan_hash)
+    if undo_failed and result.count(Status.FAILED) and not result.journal_failure:
+        note("A change failed for good: rolling back what this run changed (--rollback-on-failure).")
+        undo, refused = rollback_plan(
+            journal.run(result.run_id), environment=the_plan.environment, project=the_plan.project
+        )
+        for reason in refused:
+            note(f"  cannot roll back {reason}")
+        report(result)
+        undone = await execute(ws, undo, client, journal, f"rollback {result.run_id}", "")
+        report(undone)
+        raise SystemExit(1)  # the run failed, however well the undo went
+    return result
 
 
 async def revision_plan(ws: Workspace, client: GatewayClient, prompt_name: str, revision: int) -> Plan:
@@ -252,6 +324,7 @@ async def revision_plan(ws: Workspace, client: GatewayClient, prompt_name: str, 
 )
 @parallelism_option
 @journal_option
+@lock_timeout_option
 @color_option
 def rollback_command(
     run_id: str | None,
@@ -261,6 +334,7 @@ def rollback_command(
     auto_approve: bool,
     parallelism: int,
     journal_path: str | None,
+    lock_timeout: float,
     no_color: bool,
 ) -> None:
     """Undo what run RUN_ID changed (see `reconciler journal list`), with the same locking;
@@ -271,32 +345,35 @@ def rollback_command(
     if (run_id is None) == (prompt_name is None) or (prompt_name is None) != (revision is None):
         raise ConfigError("give a RUN_ID, or --prompt NAME with --revision N")
     ws = open_workspace(env_name, journal=journal_path)
-    journal = open_journal(ws)
 
     async def go() -> ApplyResult | None:
-        async with open_client(ws.connection, parallelism=parallelism) as client:
-            refused: list[str] = []
-            if prompt_name is not None and revision is not None:
-                the_plan = await revision_plan(ws, client, prompt_name, revision)
-                what = f"prompt {prompt_name} to revision {revision}"
-            else:
-                records = journal.run(run_id or "")
-                if not records:
-                    raise ConfigError(
-                        f"no run {run_id!r} in {ws.journal_path}; see `reconciler journal list`"
-                    )
-                the_plan, refused = rollback_plan(
-                    records, environment=ws.connection.environment, project=ws.project.project
-                )
-                what = f"run {run_id}"
-            for reason in refused:
-                note(f"Cannot roll back {reason}")
-            show_plan(ws, the_plan, "text", use_color(no_color))
-            if not the_plan.has_changes:
-                click.echo("Nothing to roll back.")
-                return None
-            confirm(auto_approve, f"Do you want to roll back {what}?")
-            return await execute(ws, the_plan, client, journal, f"rollback {what}", "")
+        with journal_lock(ws, "rollback", lock_timeout):
+            journal = open_journal(ws)
+            async with open_client(ws.connection, parallelism=parallelism) as client:
+                await record_lost_outcomes(ws, journal, client)
+                return await roll_back(ws, journal, client)
+
+    async def roll_back(ws: Workspace, journal: Journal, client: GatewayClient) -> ApplyResult | None:
+        refused: list[str] = []
+        if prompt_name is not None and revision is not None:
+            the_plan = await revision_plan(ws, client, prompt_name, revision)
+            what = f"prompt {prompt_name} to revision {revision}"
+        else:
+            records = journal.run(run_id or "")
+            if not records:
+                raise ConfigError(f"no run {run_id!r} in {ws.journal_path}; see `reconciler journal list`")
+            the_plan, refused = rollback_plan(
+                records, environment=ws.connection.environment, project=ws.project.project
+            )
+            what = f"run {run_id}"
+        for reason in refused:
+            note(f"Cannot roll back {reason}")
+        show_plan(ws, the_plan, "text", use_color(no_color))
+        if not the_plan.has_changes:
+            click.echo("Nothing to roll back.")
+            return None
+        confirm(auto_approve, f"Do you want to roll back {what}?")
+        return await execute(ws, the_plan, client, journal, f"rollback {what}", "")
 
     result = run(go())
     if result is None:

@@ -16,9 +16,11 @@ DEFAULT_JOURNAL = ".reconciler/journal.jsonl"
 
 
 def _open(path: str | None) -> Journal:
+    """The journal for reading: nothing on disk changes (only apply and rollback set aside a torn
+    tail); a tampered record is an error here as everywhere."""
     journal = Journal(Path(path or DEFAULT_JOURNAL))
-    for torn in journal.set_aside:
-        note(f"Warning: the journal's last line was torn ({torn}); it was set aside, not accepted.")
+    if journal.skipped_tail:
+        note(f"Warning: the journal's {journal.skipped_tail}; not read (the next apply sets it aside).")
     return journal
 
 

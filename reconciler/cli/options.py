@@ -88,6 +88,16 @@ max_comments_option = click.option(
 )
 
 
+lock_timeout_option = click.option(
+    "--lock-timeout",
+    type=click.FloatRange(0, 3600),
+    default=0,
+    envvar="RECONCILER_LOCK_TIMEOUT",
+    metavar="SECONDS",
+    help="Wait this long for another run to release the journal (default: do not wait).",
+)
+
+
 def format_option(*choices: str, default: str = "text") -> Callable[[F], F]:
     return click.option(
         "--format",

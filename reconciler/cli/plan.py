@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
 import click
@@ -20,9 +22,10 @@ from reconciler.cli.options import (
     use_color,
 )
 from reconciler.client.connect import open_client
+from reconciler.errors import ConfigError
 from reconciler.models import ResourceKey
-from reconciler.plan import Plan
-from reconciler.plan_json import read_plan_file
+from reconciler.plan import Plan, PlanOptions
+from reconciler.plan_json import PlanOrigin, read_plan_file, saved_plan_text
 from reconciler.previews import plan_previews
 from reconciler.render import PART_SEPARATOR, render_json, render_markdown, render_text
 from reconciler.workspace import Workspace, make_live_plan, open_workspace, plan_options
@@ -46,12 +49,23 @@ def show_plan(
         click.echo(ws.redactor.text(render_text(plan, color=color, redact=redact)), nl=False)
 
 
-def save_plan(ws: Workspace, plan: Plan, path: Path) -> None:
+def save_plan(ws: Workspace, plan: Plan, options: PlanOptions, org_id: str, path: Path) -> None:
     """Write the plan apply will execute, secrets and sensitive fields redacted everywhere in it
-    (bodies, field diffs, template diffs): apply takes the values to send from the manifests,
-    which the plan's digest pins."""
-    text = ws.redactor.text(render_json(plan, redact=ws.redactor.resource))
-    path.write_text(text, encoding="utf-8")
+    (bodies, field diffs, template diffs), with what it was made from: apply makes it again from
+    those inputs and executes only what both agree on (see promise.py)."""
+    document = json.loads(ws.redactor.text(render_json(plan, redact=ws.redactor.resource)))
+    origin = PlanOrigin(
+        paths=ws.relative_manifest_paths(),
+        targets=tuple(sorted(str(t) for t in options.targets)),
+        excludes=tuple(sorted(str(e) for e in options.excludes)),
+        prune=options.prune,
+        base_url=ws.connection.base_url,
+        org_id=org_id,
+    )
+    try:
+        path.write_text(saved_plan_text(document, origin, ws.plan_key), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the plan to {path}: {exc.strerror or exc}") from None
 
 
 @main.command()
@@ -88,14 +102,16 @@ def plan(
     note(f"Planning against {ws.connection.description}.")
     options = plan_options(ws, prune=prune, targets=targets, excludes=excludes)
 
-    async def fetch() -> Plan:
+    async def fetch() -> tuple[Plan, str]:
         async with open_client(ws.connection, parallelism=parallelism) as client:
-            return await make_live_plan(ws, client, options)
+            org = asyncio.ensure_future(client.organization_id()) if out is not None else None
+            made = await make_live_plan(ws, client, options)
+            return made, (await org if org is not None else "")
 
-    result = run(fetch())
+    result, org_id = run(fetch())
     show_plan(ws, result, output_format, use_color(no_color), max_comments)
     if out is not None:
-        save_plan(ws, result, out)
+        save_plan(ws, result, options, org_id, out)
         note(f"Saved the plan to {out}. Apply it with: reconciler apply {out}")
     if detailed_exitcode and result.has_changes:
         raise SystemExit(2)
@@ -111,7 +127,7 @@ def show(plan_file: Path, output_format: str, max_comments: int | None, no_color
 
     A saved plan holds sensitive fields only as hashes, so what it shows is what was reviewed.
     """
-    saved = read_plan_file(plan_file)
+    saved = read_plan_file(plan_file).plan
     if output_format == "json":
         click.echo(render_json(saved))
     elif output_format == "markdown":

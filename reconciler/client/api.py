@@ -18,7 +18,7 @@ import httpx
 
 from reconciler.client.adapters import adapter_for
 from reconciler.client.http import HttpSession
-from reconciler.errors import NotFoundError
+from reconciler.errors import ApiErrorInfo, NotFoundError, TransportError
 from reconciler.models import Kind, LiveResource
 
 PAGE_SIZE = 100  # the service's maximum: fewest round trips for a full listing
@@ -73,6 +73,16 @@ class GatewayClient:
         """All live resources of the given kinds, every kind listed concurrently."""
         per_kind = await asyncio.gather(*(self.list_kind(kind) for kind in kinds))
         return [resource for resources in per_kind for resource in resources]
+
+    async def organization_id(self) -> str:
+        """The id of the org these credentials reach (GET /api/v2/organizations/me)."""
+        body = (await self._call("GET", "/api/v2/organizations/me")).json()
+        org = body.get("id") if isinstance(body, dict) else None
+        if not isinstance(org, str) or not org:
+            raise TransportError(
+                ApiErrorInfo(200, "bad.response", "organizations/me answered without an org id")
+            )
+        return org
 
     async def get(self, kind: Kind, live_id: str) -> tuple[LiveResource, dict[str, Any]] | None:
         """One resource by its live id, or None when it does not exist."""

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from reconciler.emulator.admin import admin_routes
-from reconciler.emulator.auth import READ_SCOPE, WRITE_SCOPE, authorize, issue_token
+from reconciler.emulator.auth import READ_SCOPE, WRITE_SCOPE, authorize, issue_token, organization
 from reconciler.emulator.config import EmulatorConfig
 from reconciler.emulator.faults import dropped, maybe_fail, rate_headers, slow
 from reconciler.emulator.openapi import openapi_document
@@ -117,6 +117,8 @@ def endpoints() -> list[Endpoint]:
             "conversation:view",
             lookup(lambda s: s.conversations, "conversationId", "conversation"),
         ),
+        # No permission needed, as on the service: plans record which org they were made for.
+        Endpoint("GET", "/api/v2/organizations/me", "", organization),
         Endpoint(
             "POST",
             "/api/v2/analytics/conversations/details/query",

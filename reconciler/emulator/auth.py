@@ -66,7 +66,7 @@ def authorize(state: State, request: Request, scope: str) -> Token:
             "bad.credentials",
             headers={"WWW-Authenticate": f'{BEARER_CHALLENGE}, error="invalid_token"'},
         )
-    if scope not in token.scopes:
+    if scope and scope not in token.scopes:
         raise ApiProblem(403, f"Missing the permission (scope) {scope}", "missing.permissions")
     return token
 
@@ -148,3 +148,11 @@ def check_admin(state: State, request: Request) -> None:
             "authentication.required",
             headers={"WWW-Authenticate": ADMIN_CHALLENGE},
         )
+
+
+async def organization(state: State, request: Request, token: Token) -> Response:
+    """GET /api/v2/organizations/me: the org the token belongs to (any valid token may ask)."""
+    org = state.store.org_id()
+    return JSONResponse(
+        {"id": org, "name": "Emulated organization", "selfUri": f"/api/v2/organizations/{org}"}
+    )

@@ -52,6 +52,7 @@ def _operation(e: EndpointLike) -> dict[str, Any]:
         e.method == "GET"
         and (not e.template.endswith("}") or e.template.endswith("versions"))
         and "capacity" not in e.template
+        and not e.template.endswith("/me")
     )
     if listing:
         params += [
@@ -90,7 +91,7 @@ def _operation(e: EndpointLike) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "parameters": params + headers,
         "responses": responses,
-        "security": [{"oauth": [e.scope]}],
+        "security": [{"oauth": [e.scope] if e.scope else []}],
     }
     if e.method in ("PUT", "POST"):
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ANY_OBJECT}}}
@@ -152,7 +153,7 @@ def openapi_document(endpoints: Sequence[EndpointLike]) -> dict[str, Any]:
                     "flows": {
                         "clientCredentials": {
                             "tokenUrl": "/oauth/token",
-                            "scopes": {e.scope: e.scope for e in endpoints},
+                            "scopes": {e.scope: e.scope for e in endpoints if e.scope},
                         }
                     },
                 },

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,6 +23,7 @@ CREATE INDEX IF NOT EXISTS resources_name ON resources (kind, name);
 CREATE TABLE IF NOT EXISTS versions (
     prompt_id TEXT NOT NULL, revision INTEGER NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (prompt_id, revision));
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -34,6 +36,16 @@ class Store:
         self._db.executescript(SCHEMA)
         row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM resources").fetchone()
         self._seq = int(row[0])
+
+    def org_id(self) -> str:
+        """This org's identity: made once per database, so every emulator state is its own org."""
+        with self.lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='org_id'").fetchone()
+            if row:
+                return str(row[0])
+            org = str(uuid.uuid4())
+            self._db.execute("INSERT INTO meta (key, value) VALUES ('org_id', ?)", (org,))
+            return org
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

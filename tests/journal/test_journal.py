@@ -14,7 +14,7 @@ from reconciler.journal import Journal, RecordType, summarize, verify
 
 
 def filled(path: Path, runs: int = 2, per_run: int = 3) -> Journal:
-    journal = Journal(path)
+    journal = Journal(path, writable=True)
     for _ in range(runs):
         run_id = journal.start_run(
             actor="ci", environment="prod", plan_hash="abc", git_commit=None, command="apply"
@@ -46,7 +46,7 @@ def test_chain_verifies_and_reopens_at_its_head(tmp_path: Path) -> None:
     journal = filled(path)
     report = verify(path)
     assert report.ok and report.records == 2 * (1 + 3 * 2 + 1) and report.head == journal.head
-    again = Journal(path)
+    again = Journal(path, writable=True)
     assert again.head == journal.head and again.set_aside == []
     runs = again.runs()
     assert len(runs) == 2 and runs[0].counts == {"applied": 3} and runs[0].finished
@@ -63,7 +63,7 @@ def test_an_edited_record_is_detected(tmp_path: Path) -> None:
     report = verify(path)
     assert not report.ok and report.line == 4 and "edited" in report.problem
     with pytest.raises(JournalError):
-        Journal(path)  # a broken middle is never silently accepted
+        Journal(path, writable=True)  # a broken middle is never silently accepted
     result = CliRunner().invoke(main, ["journal", "verify", "--journal", str(path)])
     assert result.exit_code == 1 and "NOT intact" in result.output
 
@@ -83,7 +83,7 @@ def test_a_torn_tail_is_set_aside_and_reported(tmp_path: Path) -> None:
     head = journal.head
     with path.open("a") as handle:
         handle.write('{"seq": 9, "ts": "2026-11-2')  # the writer died mid-line
-    reopened = Journal(path)
+    reopened = Journal(path, writable=True)
     assert len(reopened.set_aside) == 1 and reopened.head == head
     side = reopened.set_aside[0].side_file
     assert side.exists() and side.read_text().startswith('{"seq": 9')
