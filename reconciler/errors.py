@@ -12,6 +12,7 @@ print a traceback for a user's mistake.
     ├── LiveCheckError               a rule that needs the live org failed during plan
     ├── StalePlanError               a saved plan no longer matches the manifests it was made from
     ├── JournalError                 the journal is unreadable, torn, or its chain is broken
+    ├── HealthGateFailed             changed prompts got worse after apply; rolled back; exit_code 4
     └── ApiError                     the remote service answered with an error (status, code, contextId)
         ├── AuthError                401 / 403
         ├── NotFoundError            404
@@ -92,6 +93,13 @@ class StalePlanError(ReconcilerError):
 
 class JournalError(ReconcilerError):
     """The audit journal cannot be read, or its hash chain is broken."""
+
+
+class HealthGateFailed(ReconcilerError):
+    """The prompts a run changed got worse while watched (or could not be judged and
+    ``--on-inconclusive fail`` was given); the run's prompt changes were rolled back."""
+
+    exit_code = 4
 
 
 @dataclass

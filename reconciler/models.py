@@ -128,6 +128,28 @@ class PromptVariant(Model):
     weight: StrictInt = Field(ge=0, le=100)
 
 
+# A duration as people write it in reconciler.yaml and on the command line: 90s, 10m, 1h30m, 2.5s.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"
+
+
+class PromptHealthGate(Model):
+    """Limits the prompt must stay within while `apply --health-gate` watches it after a change.
+
+    Each limit left out is judged against the prompt's own baseline instead (see
+    ``reconciler.metrics``). Local only: never sent to the service, never part of a diff.
+    """
+
+    min_success_rate: StrictFloat | StrictInt | None = Field(
+        default=None, ge=0, le=1, description="Lowest acceptable share of successful calls, 0..1."
+    )
+    max_latency_ms: StrictFloat | StrictInt | None = Field(
+        default=None, gt=0, description="Highest acceptable p95 latency in milliseconds."
+    )
+    max_tokens_per_call: StrictFloat | StrictInt | None = Field(
+        default=None, gt=0, description="Highest acceptable mean tokens per call."
+    )
+
+
 class PromptSpec(Model):
     """A prompt template with its variables, context budget, tools and A/B variants."""
 
@@ -140,6 +162,12 @@ class PromptSpec(Model):
     functions: list[str] = Field(default_factory=list, description="Names of FunctionDefinitions.")
     context_policy: str | None = Field(default=None, description="Name of a ContextPolicy.")
     variants: list[PromptVariant] = Field(default_factory=list)
+    # exclude=True: the gate's limits are ours, not the service's; they are never sent or diffed.
+    health_gate: PromptHealthGate | None = Field(
+        default=None,
+        exclude=True,
+        description="Limits checked by `apply --health-gate` (local only, never sent to the service).",
+    )
 
 
 # --- ContextPolicy --------------------------------------------------------------------------
@@ -253,6 +281,12 @@ class Environment(Model):
         default=False,
         description="plan and apply delete live resources this project manages that are gone from git "
         "(as --prune does).",
+    )
+    health_gate: str | None = Field(
+        default=None,
+        pattern=DURATION_PATTERN,
+        description="apply watches the prompts it changed for this long (e.g. 10m) and rolls them "
+        "back when they get worse (as --health-gate does; the option wins).",
     )
 
 

@@ -48,10 +48,23 @@ from reconciler.cli import (  # noqa: E402
     emulator,
     export,
     journal,
+    metrics,
     plan,
     render,
     schema,
     validate,
 )
 
-__all__ = ["apply", "drift", "emulator", "export", "journal", "main", "plan", "render", "schema", "validate"]
+__all__ = [
+    "apply",
+    "drift",
+    "emulator",
+    "export",
+    "journal",
+    "main",
+    "metrics",
+    "plan",
+    "render",
+    "schema",
+    "validate",
+]

@@ -12,6 +12,7 @@ import click
 
 from reconciler.apply import ApplyOptions, ApplyResult, Outcome, Status, apply_plan, record_unfinished
 from reconciler.cli import main
+from reconciler.cli.metrics import DURATION
 from reconciler.cli.options import (
     color_option,
     env_option,
@@ -29,6 +30,7 @@ from reconciler.client.adapters import adapter_for
 from reconciler.client.api import GatewayClient
 from reconciler.client.connect import open_client
 from reconciler.errors import ConfigError, PlanFileError, StalePlanError
+from reconciler.health import health_gate
 from reconciler.journal import Journal, JournalLock, detect_actor, detect_git_commit, write_step_summary
 from reconciler.models import Kind, ResourceKey
 from reconciler.plan import Action, Change, Plan
@@ -201,6 +203,24 @@ async def record_lost_outcomes(ws: Workspace, journal: Journal, client: GatewayC
 @parallelism_option
 @journal_option
 @lock_timeout_option
+@click.option(
+    "--health-gate",
+    "health_gate_s",
+    type=DURATION,
+    default=None,
+    envvar="RECONCILER_HEALTH_GATE",
+    metavar="DURATION",
+    help="After the writes, watch the prompts this run changed for DURATION (e.g. 10m) and roll "
+    "them back, exit 4, if they got worse (default: the environment's healthGate).",
+)
+@click.option(
+    "--on-inconclusive",
+    type=click.Choice(["pass", "fail"]),
+    default="pass",
+    show_default=True,
+    envvar="RECONCILER_ON_INCONCLUSIVE",
+    help="What the health gate does when there was too little traffic to judge.",
+)
 @color_option
 def apply_command(
     source: tuple[str, ...],
@@ -213,6 +233,8 @@ def apply_command(
     parallelism: int,
     journal_path: str | None,
     lock_timeout: float,
+    health_gate_s: float | None,
+    on_inconclusive: str,
     no_color: bool,
 ) -> None:
     """Apply a saved plan (PLAN.json), or plan PATHS and apply after confirmation.
@@ -221,7 +243,7 @@ def apply_command(
     live org now; apply refuses it unless both agree, and writes only what it showed.
 
     Exit codes: 0 applied, 1 error, 3 conflict (something changed since the plan; nothing of
-    theirs was overwritten).
+    theirs was overwritten), 4 the health gate failed and this run's prompt changes were rolled back.
     """
     plan_file = Path(source[0]) if len(source) == 1 and source[0].endswith(".json") else None
     saved = None
@@ -257,6 +279,9 @@ def apply_command(
                 confirm(auto_approve or plan_file is not None, "Do you want to perform these actions?")
                 plan_hash = saved.digest if saved is not None else the_plan.manifests_digest
                 result = await apply_and_undo(ws, the_plan, client, journal, plan_hash, rollback_on_failure)
+                await health_gate(
+                    ws, client, journal, result, health_gate_s, on_inconclusive, execute, say=note
+                )
                 return result
 
     result = run(go())

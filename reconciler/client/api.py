@@ -12,16 +12,23 @@ import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from reconciler.client.adapters import adapter_for
 from reconciler.client.http import HttpSession
-from reconciler.errors import ApiErrorInfo, NotFoundError, TransportError
+from reconciler.errors import ApiError, ApiErrorInfo, NotFoundError, TransportError
 from reconciler.models import Kind, LiveResource
 
 PAGE_SIZE = 100  # the service's maximum: fewest round trips for a full listing
+ANALYTICS_PATH = "/api/v2/analytics/conversations/details/query"
+ANALYTICS_PAGE_SIZE = 200
+ANALYTICS_METRICS = ("aiLatency", "aiTokensUsed", "aiSuccessRate")
+# A bound on one query's pages: a service that keeps answering with a next page cannot hold a
+# run forever (200 000 conversation records at the page size above).
+ANALYTICS_MAX_PAGES = 1000
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,10 @@ class WriteResult:
     live_id: str
     etag: str
     body: dict[str, Any]
+
+
+def _instant(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _etag_of(response: httpx.Response, body: dict[str, Any]) -> str:
@@ -137,6 +148,53 @@ class GatewayClient:
         response = await self._call("GET", f"/api/v2/conversations/{conversation_id}")
         body: dict[str, Any] = response.json()
         return body
+
+    async def conversation_details(
+        self, prompt_ids: Sequence[str], start: datetime, end: datetime
+    ) -> list[dict[str, Any]]:
+        """Every conversation detail record of these prompts in [start, end), all pages.
+
+        One POST of the analytics query (view ``ai_llm_gateway``, filter ``aiPromptId``), then the
+        same query sent to each ``nextPageUri`` until there is none. Pages are followed one after
+        another: each is only known from the one before. A next page outside the analytics path is
+        refused rather than followed: our bearer token goes wherever we send the request.
+        """
+        if not prompt_ids:
+            return []
+        query = {
+            "interval": f"{_instant(start)}/{_instant(end)}",
+            "dateFrom": _instant(start),
+            "dateTo": _instant(end),
+            "view": "ai_llm_gateway",
+            "filters": [{"filterType": "string", "type": "aiPromptId", "values": list(prompt_ids)}],
+            "metrics": list(ANALYTICS_METRICS),
+            "pageSize": ANALYTICS_PAGE_SIZE,
+        }
+        records: list[dict[str, Any]] = []
+        path, seen = ANALYTICS_PATH, set[str]()
+        while True:
+            body = (await self._call("POST", path, json=query)).json()
+            records.extend(e for e in body.get("entities") or [] if isinstance(e, dict))
+            following = body.get("nextPageUri")
+            if not following:
+                return records
+            following = str(following)
+            if (
+                not following.startswith(ANALYTICS_PATH)
+                or following in seen
+                or len(seen) >= ANALYTICS_MAX_PAGES
+            ):
+                raise ApiError(
+                    ApiErrorInfo(
+                        0,
+                        "bad.paging",
+                        f"the analytics query's next page {following!r} cannot be followed",
+                        method="POST",
+                        url=path,
+                    )
+                )
+            seen.add(following)
+            path = following
 
     # --- writing -----------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""`/__emulator/*`: the test harness's controls (reset, stats, faults, concurrent writer, bulk load).
+"""`/__emulator/*`: the test harness's controls (reset, stats, faults, concurrent writer, bulk load,
+prompt behaviour and traffic rate for the synthetic analytics).
 
 Never faulted, never rate limited; not part of the service's API. Guarded by the admin token
 whenever the config has one (always, when the emulator listens beyond loopback). Bodies are read
@@ -9,6 +10,7 @@ time) and checked field by field: a malformed body is a 400, never a 500.
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -19,8 +21,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from reconciler.emulator import validation
+from reconciler.emulator.analytics import healthy
 from reconciler.emulator.auth import check_admin
-from reconciler.emulator.config import Faults
+from reconciler.emulator.config import Behaviour, Faults
 from reconciler.emulator.resources import catalog, stamp
 from reconciler.emulator.state import (
     FUNCTIONS,
@@ -83,6 +86,36 @@ def _items(body: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return items
 
 
+BEHAVIOUR_FIELDS = {"successRate", "latencyMs", "tokensPerCall", "variant"}
+MAX_CALLS_PER_SECOND = 10_000
+
+
+def _behaviours(body: dict[str, Any], since: float) -> list[Behaviour]:
+    """``{"<prompt name>": {"successRate", "latencyMs", "tokensPerCall", "variant"?}}``, checked."""
+    changes = []
+    for name, spec in body.items():
+        if not name or not isinstance(spec, dict):
+            raise ApiProblem(400, f"{name!r}: expected an object of behaviour fields", "invalid.value", name)
+        unknown = sorted(set(spec) - BEHAVIOUR_FIELDS)
+        if unknown:
+            raise ApiProblem(400, f"{name}: unknown field(s) {unknown}", "invalid.value", name)
+        variant = spec.get("variant")
+        if variant is not None and (not isinstance(variant, str) or not variant):
+            raise ApiProblem(400, f"{name}: variant must be a non-empty string", "invalid.value", "variant")
+        base = healthy(name)
+        changes.append(
+            Behaviour(
+                since,
+                name,
+                variant,
+                _number(spec, "successRate", base.success_rate, 0, 1),
+                _number(spec, "latencyMs", base.latency_ms, 0, 600_000),
+                _number(spec, "tokensPerCall", base.tokens_per_call, 0, 1_000_000),
+            )
+        )
+    return changes
+
+
 def admin_routes(state: State) -> list[Route]:
     async def reset(request: Request) -> Response:
         state.store.reset()
@@ -90,6 +123,7 @@ def admin_routes(state: State) -> list[Route]:
         state.statuses.clear()
         state.armed.clear()
         state.edited.clear()
+        state.config.traffic.behaviours.clear()
         return JSONResponse({"reset": True})
 
     async def stats(request: Request) -> Response:
@@ -167,6 +201,32 @@ def admin_routes(state: State) -> list[Route]:
             {"created": {FUNCTIONS: len(functions), POLICIES: len(policies), PROMPTS: len(prompts)}}
         )
 
+    async def metrics(request: Request) -> Response:
+        # Every prompt named here behaves so from now on; earlier windows keep their numbers.
+        changes = _behaviours(await _body(request), time.time())
+        state.config.traffic.behaviours.extend(changes)
+        return JSONResponse(
+            {
+                c.prompt: {
+                    "successRate": c.success_rate,
+                    "latencyMs": c.latency_ms,
+                    "tokensPerCall": c.tokens_per_call,
+                    **({"variant": c.variant} if c.variant else {}),
+                }
+                for c in changes
+            }
+        )
+
+    async def traffic(request: Request) -> Response:
+        body = await _body(request)
+        unknown = sorted(set(body) - {"callsPerSecond"})
+        if unknown:
+            raise ApiProblem(400, f"unknown field(s) {unknown}", "invalid.value", unknown[0])
+        rate = _number(body, "callsPerSecond", state.config.traffic.calls_per_second, 0, MAX_CALLS_PER_SECOND)
+        # A new segment from now on: windows that already ended keep their calls.
+        state.config.traffic.rate_changes.append((time.time(), rate))
+        return JSONResponse({"callsPerSecond": rate})
+
     def guarded(handler: Admin) -> Admin:
         async def run(request: Request) -> Response:
             try:
@@ -185,4 +245,6 @@ def admin_routes(state: State) -> list[Route]:
         Route(f"{PREFIX}/faults", guarded(faults), methods=["PUT"]),
         Route(f"{PREFIX}/concurrent-writer", guarded(arm), methods=["POST"]),
         Route(f"{PREFIX}/bulk", guarded(bulk), methods=["POST"]),
+        Route(f"{PREFIX}/metrics", guarded(metrics), methods=["PUT"]),
+        Route(f"{PREFIX}/traffic", guarded(traffic), methods=["PUT"]),
     ]

@@ -1,4 +1,5 @@
-"""How an emulator instance behaves: its clients, limits, fixtures and injected faults."""
+"""How an emulator instance behaves: its clients, limits, fixtures, injected faults and the
+synthetic traffic its analytics query reports."""
 
 from __future__ import annotations
 
@@ -34,6 +35,36 @@ class Faults:
     retry_after_s: int = 1  # what an injected 429 asks the client to wait
 
 
+@dataclass(frozen=True)
+class Behaviour:
+    """How one prompt (or one of its variants) performs from ``since`` (epoch seconds) on.
+
+    ``variant`` None means every variant of the prompt. Set through ``PUT /__emulator/metrics``.
+    """
+
+    since: float
+    prompt: str  # the prompt's name, as users know it
+    variant: str | None
+    success_rate: float
+    latency_ms: float
+    tokens_per_call: float
+
+
+@dataclass
+class Traffic:
+    """Synthetic conversation traffic behind the analytics query (see ``emulator.analytics``).
+
+    ``calls_per_second`` is per live prompt, split across its variants by weight. Changing it
+    through ``PUT /__emulator/traffic`` appends to ``rate_changes`` so windows that ended before
+    the change keep their numbers.
+    """
+
+    calls_per_second: float = 0.5
+    seed: int = 0
+    rate_changes: list[tuple[float, float]] = field(default_factory=list)  # (since, calls/s), oldest first
+    behaviours: list[Behaviour] = field(default_factory=list)  # oldest first
+
+
 @dataclass
 class EmulatorConfig:
     db: str = ":memory:"
@@ -46,6 +77,7 @@ class EmulatorConfig:
         default_factory=lambda: {"emulator-client": ("emulator-secret", ALL_SCOPES)}
     )
     faults: Faults = field(default_factory=Faults)
+    traffic: Traffic = field(default_factory=Traffic)
     # When set, /__emulator/* answers only requests bearing it (Authorization: Bearer <token>).
     # The server sets one whenever it listens beyond loopback (see server.make_server).
     admin_token: str | None = None

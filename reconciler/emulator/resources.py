@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from reconciler.emulator import validation
+from reconciler.emulator.analytics import details_query
 from reconciler.emulator.faults import concurrent_edit
 from reconciler.emulator.state import (
     BASE,
@@ -268,20 +269,5 @@ def lookup(collection: Callable[[State], dict[str, dict[str, Any]]], param: str,
 
 
 async def analytics(state: State, request: Request, token: Token) -> Response:
-    if "ai:metrics:read" not in token.scopes:
-        raise ApiProblem(403, "Missing the permission (scope) ai:metrics:read", "missing.permissions")
-    query = await json_body(request)
-    if query.get("view") != "ai_llm_gateway":
-        raise ApiProblem(400, "view must be ai_llm_gateway", "invalid.value", "view")
-    filters = query.get("filters", [])
-    if not isinstance(filters, list) or not all(
-        isinstance(f, dict) and isinstance(f.get("values", []), list) for f in filters
-    ):
-        raise ApiProblem(400, "filters must be a list of {type, values: [...]}", "invalid.value", "filters")
-    ids = [str(v) for f in filters if f.get("type") == "aiPromptId" for v in f.get("values", [])]
-    metrics = query.get("metrics") or ["aiLatency", "aiTokensUsed", "aiSuccessRate"]
-    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
-        raise ApiProblem(400, "metrics must be a list of metric names", "invalid.value", "metrics")
-    default = state.metrics.get("default", {})
-    entities = [{"aiPromptId": i, **{m: state.metrics.get(i, default).get(m) for m in metrics}} for i in ids]
-    return JSONResponse({"entities": entities})
+    """The conversation details query, answered from synthetic traffic (``emulator.analytics``)."""
+    return await details_query(state, request, token)
