@@ -166,6 +166,21 @@ class PromptMetrics:
         }
 
 
+def traffic_line(found: PromptMetrics, window: str) -> str:
+    """One line for a reviewer: how the prompt a plan changes is doing in traffic right now."""
+    s = found.overall
+    if not s.calls:
+        return f"no calls in the last {window}"
+
+    def shown(value: float | None, unit: str) -> str:
+        return "-" if value is None else f"{value:.1%}" if unit == "%" else f"{value:,.0f}{unit}"
+
+    return (
+        f"{s.calls:,} calls in the last {window}: success {shown(s.success_rate, '%')}, "
+        f"p95 latency {shown(s.p95_latency_ms, ' ms')}, {shown(s.tokens_per_call, '')} tokens per call"
+    )
+
+
 def prompt_metrics(name: str, prompt_id: str, calls: Iterable[Call]) -> PromptMetrics:
     """Aggregate the calls of one prompt (calls of other prompts are ignored)."""
     mine = [c for c in calls if c.prompt_id == prompt_id]

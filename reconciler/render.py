@@ -289,8 +289,10 @@ class _Block:
         return _fence(self.text, self.lang) if self.lang is not None else self.text
 
 
-def _section_blocks(change: Change, preview: str | None) -> list[_Block]:
+def _section_blocks(change: Change, preview: str | None, traffic: str | None = None) -> list[_Block]:
     blocks = [_Block(f"_{_inline(change.reason)}_")]
+    if traffic is not None:
+        blocks.append(_Block(f"**Live traffic now:** {_inline(traffic)}"))
     diff = change.diff
     if diff is not None and diff.breaking:
         blocks.append(
@@ -329,11 +331,11 @@ def _summary(change: Change) -> str:
     )
 
 
-def _section(change: Change, preview: str | None, budget: int) -> str:
+def _section(change: Change, preview: str | None, budget: int, traffic: str | None = None) -> str:
     """One resource's collapsible section, at most ``budget`` characters: whole when it fits,
     else cut (whole blocks first, then a code block by lines) with a note saying how much."""
     head, tail = _summary(change) + "\n\n", "\n\n</details>"
-    rendered = [b.render() for b in _section_blocks(change, preview)]
+    rendered = [b.render() for b in _section_blocks(change, preview, traffic)]
     body = "\n\n".join(rendered)
     if len(head) + len(body) + len(tail) <= budget:
         return head + body + tail
@@ -489,6 +491,7 @@ def render_markdown(
     reserve: int = HEADER_ROOM,
     max_parts: int | None = None,
     full_plan_at: str = FULL_PLAN_AT,
+    traffic: Mapping[ResourceKey, str] | None = None,
 ) -> list[str]:
     """The plan as PR-comment chunks: each chunk plus ``reserve`` characters (the caller's own
     header: a marker, a heading, a link) is at most ``limit`` characters.
@@ -499,7 +502,8 @@ def render_markdown(
     resource. A section is never split; one larger than a chunk is cut with a note saying how
     much. Code blocks and ``<details>`` are balanced in every chunk. Each chunk after the first
     starts with "(continued, part k of n)". ``previews`` maps a prompt's key to a diff of its
-    rendered prompt (made by the caller).
+    rendered prompt, and ``traffic`` to a line on how it does in live traffic now (both made by
+    the caller), so a reviewer sees what a prompt change touches.
 
     With ``max_parts``, a plan that would need more chunks is summarised instead: counts per kind
     and action, as many changes in full as fit (breaking changes first, then deletes, then the
@@ -517,7 +521,7 @@ def render_markdown(
     ]
 
     def section(change: Change) -> str:
-        return _section(change, (previews or {}).get(change.key), budget)
+        return _section(change, (previews or {}).get(change.key), budget, (traffic or {}).get(change.key))
 
     # The head (with however many live-check problems) and the table are split by lines like
     # everything else, so even a plan of thousands of resources never overflows a chunk.

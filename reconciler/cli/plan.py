@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -21,10 +23,12 @@ from reconciler.cli.options import (
     target_option,
     use_color,
 )
+from reconciler.client.api import GatewayClient
 from reconciler.client.connect import open_client
-from reconciler.errors import ConfigError
-from reconciler.models import ResourceKey
-from reconciler.plan import Plan, PlanOptions
+from reconciler.errors import ApiError, ConfigError
+from reconciler.metrics import calls_from_records, format_duration, prompt_metrics, traffic_line
+from reconciler.models import Kind, ResourceKey
+from reconciler.plan import Action, Plan, PlanOptions
 from reconciler.plan_json import PlanOrigin, read_plan_file, saved_plan_text
 from reconciler.previews import plan_previews
 from reconciler.render import PART_SEPARATOR, render_json, render_markdown, render_text
@@ -32,7 +36,12 @@ from reconciler.workspace import Workspace, make_live_plan, open_workspace, plan
 
 
 def show_plan(
-    ws: Workspace, plan: Plan, output_format: str, color: bool, max_parts: int | None = None
+    ws: Workspace,
+    plan: Plan,
+    output_format: str,
+    color: bool,
+    max_parts: int | None = None,
+    traffic: Mapping[ResourceKey, str] | None = None,
 ) -> None:
     """Print a plan in the chosen format, secrets and sensitive fields redacted."""
     redact = ws.redactor.resource
@@ -43,10 +52,36 @@ def show_plan(
         roots = sorted({Path(m.source.file).resolve().parent for m in ws.manifests.manifests})
         roots = [p for r in roots for p in (r, *r.parents)]
         previews = plan_previews(plan, desired, roots)
-        chunks = render_markdown(plan, previews=previews, redact=redact, max_parts=max_parts)
+        chunks = render_markdown(plan, previews=previews, redact=redact, max_parts=max_parts, traffic=traffic)
         click.echo(ws.redactor.text(PART_SEPARATOR.join(chunks)))
     else:
         click.echo(ws.redactor.text(render_text(plan, color=color, redact=redact)), nl=False)
+
+
+TRAFFIC_WINDOW_S = 3600.0
+
+
+async def prompt_traffic(client: GatewayClient, plan: Plan) -> dict[ResourceKey, str]:
+    """For each live prompt the plan changes, its traffic over the last hour as one line. A
+    preview aid: if the analytics query fails, the plan says so instead of failing."""
+    changed = {
+        c.live_id: c.key
+        for c in plan.changes
+        if c.key.kind is Kind.PROMPT and c.action in (Action.UPDATE, Action.DELETE) and c.live_id
+    }
+    if not changed:
+        return {}
+    end = datetime.now(UTC)
+    start = end - timedelta(seconds=TRAFFIC_WINDOW_S)
+    try:
+        calls = calls_from_records(await client.conversation_details(sorted(changed), start, end))
+    except ApiError as exc:
+        return {key: f"unavailable ({exc.status} {exc.code})" for key in changed.values()}
+    window = format_duration(TRAFFIC_WINDOW_S)
+    return {
+        key: traffic_line(prompt_metrics(key.name, live_id, calls), window)
+        for live_id, key in changed.items()
+    }
 
 
 def save_plan(ws: Workspace, plan: Plan, options: PlanOptions, org_id: str, path: Path) -> None:
@@ -102,14 +137,15 @@ def plan(
     note(f"Planning against {ws.connection.description}.")
     options = plan_options(ws, prune=prune, targets=targets, excludes=excludes)
 
-    async def fetch() -> tuple[Plan, str]:
+    async def fetch() -> tuple[Plan, str, dict[ResourceKey, str]]:
         async with open_client(ws.connection, parallelism=parallelism) as client:
             org = asyncio.ensure_future(client.organization_id()) if out is not None else None
             made = await make_live_plan(ws, client, options)
-            return made, (await org if org is not None else "")
+            traffic = await prompt_traffic(client, made) if output_format == "markdown" else {}
+            return made, (await org if org is not None else ""), traffic
 
-    result, org_id = run(fetch())
-    show_plan(ws, result, output_format, use_color(no_color), max_comments)
+    result, org_id, traffic = run(fetch())
+    show_plan(ws, result, output_format, use_color(no_color), max_comments, traffic)
     if out is not None:
         save_plan(ws, result, options, org_id, out)
         note(f"Saved the plan to {out}. Apply it with: reconciler apply {out}")

@@ -171,3 +171,22 @@ def test_traffic_rate_knob_and_query_checks(busy_org: Org) -> None:
     assert busy_org.api("POST", QUERY, no_interval).status_code == 400
     backwards = {**no_interval, "interval": "2026-11-02T00:00:00Z/2026-11-01T00:00:00Z"}
     assert busy_org.api("POST", QUERY, backwards).status_code == 400
+
+
+def test_the_markdown_plan_shows_live_traffic_next_to_a_prompt_change(
+    busy_org: Org, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reviewers see what a prompt change touches: its calls, success and latency right now."""
+    monkeypatch.chdir(write_gated_project(tmp_path))
+    code, out = cli(busy_org, "apply", "--auto-approve")
+    assert code == 0, out
+    time.sleep(1.0)  # traffic accrues from the prompt's creation
+    manifests = tmp_path / "manifests" / "all.yaml"
+    manifests.write_text(manifests.read_text().replace("how can I help?", "what do you need?"))
+    code, out = cli(busy_org, "plan", "--format", "markdown")
+    assert code == 0, out
+    section = out.split("update <b>Prompt/assistant</b>", 1)[1]
+    line = next(x for x in section.splitlines() if x.startswith("**Live traffic now:**"))
+    calls = int(line.split("**Live traffic now:** ", 1)[1].split(" calls", 1)[0].replace(",", ""))
+    assert calls > 0 and "success" in line and "p95 latency" in line and "in the last 1h" in line, line
+    assert "Prompt/router" not in out  # unchanged prompts get no section
