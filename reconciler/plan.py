@@ -25,7 +25,6 @@ from reconciler.diff import (
 from reconciler.errors import UsageError
 from reconciler.models import (
     MANAGED_BY_LABEL,
-    ContextPolicy,
     Kind,
     LiveResource,
     Prompt,
@@ -42,7 +41,6 @@ __all__ = [
     "IgnoreRules",
     "Plan",
     "PlanOptions",
-    "check_live",
     "make_plan",
     "order_changes",
     "references",
@@ -129,7 +127,7 @@ class PlanOptions:
 @dataclass(frozen=True)
 class Plan:
     """A whole plan. ``changes`` holds every planned key (no-ops too), dependency-ordered by
-    ``order_changes``. ``live_checks`` lists problems found by ``check_live`` (empty when fine).
+    ``order_changes``. ``live_checks`` lists problems found by ``rules.check_live`` (empty when fine).
     ``manifests_digest`` pins the manifests the plan was made from (apply refuses a stale plan)."""
 
     environment: str
@@ -348,56 +346,6 @@ def make_plan(
 
 
 # --- Checks against the live org ----------------------------------------------------------------
-
-
-def check_live(
-    desired: Sequence[Manifest], models: Mapping[str, int], flows: Mapping[str, Mapping[str, str]]
-) -> list[str]:
-    """Rules that need the live org: known models (prompts and policies), a policy's hardLimit
-    within its model's max_tokens, a known flowId, and attributeMappings naming inputs the flow
-    declares with the same dataType. ``models`` maps model id -> max_tokens; ``flows`` maps flow
-    id -> {input name: dataType}. Each message names the resource, the field and the value."""
-    problems: list[str] = []
-    for manifest in desired:
-        key = key_of(manifest)
-        if not isinstance(manifest, Prompt | ContextPolicy):
-            continue
-        model_id = manifest.spec.model_id
-        if model_id not in models:
-            known = ", ".join(sorted(models)) or "none"
-            problems.append(
-                f"{key}: spec.modelId {model_id!r} is not a model of the live org (known: {known})"
-            )
-        if not isinstance(manifest, ContextPolicy):
-            continue
-        spec = manifest.spec
-        limit = models.get(model_id)
-        if limit is not None and spec.token_limits.hard_limit > limit:
-            problems.append(
-                f"{key}: spec.tokenLimits.hardLimit {spec.token_limits.hard_limit} is above "
-                f"model {model_id!r} max_tokens {limit}"
-            )
-        if spec.flow_id is None:
-            continue
-        inputs = flows.get(spec.flow_id)
-        if inputs is None:
-            problems.append(f"{key}: spec.flowId {spec.flow_id!r} is not a flow of the live org")
-            continue
-        for i, mapping in enumerate(spec.attribute_mappings):
-            declared = inputs.get(mapping.attribute)
-            where = f"{key}: spec.attributeMappings[{i}]"
-            if declared is None:
-                names = ", ".join(sorted(inputs)) or "none"
-                problems.append(
-                    f"{where}.attribute {mapping.attribute!r} is not an input of flow "
-                    f"{spec.flow_id!r} (inputs: {names})"
-                )
-            elif declared != mapping.data_type:
-                problems.append(
-                    f"{where}.dataType {mapping.data_type!r} does not match flow "
-                    f"{spec.flow_id!r} input {mapping.attribute!r} of dataType {declared!r}"
-                )
-    return problems
 
 
 # --- Saved plans (versioned JSON) ---------------------------------------------------------------

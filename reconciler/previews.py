@@ -4,7 +4,10 @@ a prompt with, read from the files an author commits under ``manifests/samples/`
 A prompt may name its samples with annotations (paths relative to the manifests folder):
 ``reconciler.genesys.cloud/preview-conversation`` and ``.../preview-attributes``. Without them,
 the first ``samples/conv-*.json`` is used with no attributes. Flow inputs come from
-``samples/flows/<flowId>.json``. This module reads files; rendering itself is ``prompting``.
+``samples/flows/<flowId>.json``, the model's capacity (whether it compacts history) from
+``samples/models/<modelId>.json``. This module reads files; rendering itself is ``prompting``,
+bounded in size and time, so a hostile template in a pull request fails its preview fast.
+A prompt over its policy's hard limit is flagged on the preview's first line.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 from reconciler.errors import ConfigError, RenderError
 from reconciler.models import ContextPolicy, Kind, Prompt, ResourceKey
 from reconciler.plan import Action, Plan
-from reconciler.prompting import flow_inputs_from, preview
+from reconciler.prompting import ModelCapacity, flow_inputs_from, model_capacity_from, preview
 
 CONVERSATION_ANNOTATION = "reconciler.genesys.cloud/preview-conversation"
 ATTRIBUTES_ANNOTATION = "reconciler.genesys.cloud/preview-attributes"
@@ -45,11 +48,24 @@ def sample_flow_inputs(start: Path, flow_id: str | None) -> dict[str, str] | Non
     return None
 
 
+def sample_model_capacity(start: Path, model_id: str | None) -> ModelCapacity | None:
+    """``samples/models/<modelId>.json`` (the body of GET .../models/{id}/capacity) in ``start``
+    or the nearest folder above it that has one."""
+    if not model_id:
+        return None
+    for folder in (start, *start.parents):
+        path = folder / "samples" / "models" / f"{model_id}.json"
+        if path.is_file():
+            return model_capacity_from(read_json(path), str(path))
+    return None
+
+
 @dataclass(frozen=True)
 class Samples:
     conversation: Mapping[str, Any]
     attributes: Mapping[str, Any] | None
     flow_inputs: Mapping[str, str] | None
+    capacity: ModelCapacity | None = None
 
 
 def samples_for(prompt: Prompt, policy: ContextPolicy | None, root: Path) -> Samples | None:
@@ -64,7 +80,8 @@ def samples_for(prompt: Prompt, policy: ContextPolicy | None, root: Path) -> Sam
     attributes_file = prompt.metadata.annotations.get(ATTRIBUTES_ANNOTATION)
     attributes = read_json(root / attributes_file) if attributes_file else None
     flow = sample_flow_inputs(root, policy.spec.flow_id if policy else None)
-    return Samples(read_json(conversation_path), attributes, flow)
+    capacity = sample_model_capacity(root, prompt.spec.model_id)
+    return Samples(read_json(conversation_path), attributes, flow, capacity)
 
 
 def plan_previews(
@@ -105,6 +122,12 @@ def plan_previews(
             except ValueError:
                 before = None
         out[change.key] = preview(
-            before, after, policy, samples.conversation, samples.attributes, samples.flow_inputs
+            before,
+            after,
+            policy,
+            samples.conversation,
+            samples.attributes,
+            samples.flow_inputs,
+            samples.capacity,
         )
     return out

@@ -2,7 +2,7 @@
 
 Everything here runs on loaded manifests alone (no network), so `validate` can tell an author
 everything that is wrong before anything touches a live org. Rules that need the live org
-(model capacity, flow inputs) live in ``plan.check_live``. Each problem points at the offending
+(model capacity, flow inputs) are in ``check_live``. Each problem points at the offending
 field's line and column.
 """
 
@@ -24,12 +24,13 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import sre_constants as c
     import sre_parse as p
+import re2  # type: ignore[import-untyped]  # google-re2: linear-time matching; no stubs
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import best_match
 
 from reconciler.errors import ManifestError, Problem
 from reconciler.loader import LoadedManifest, ManifestSet, collect_manifests
-from reconciler.models import ContextPolicy, FunctionDefinition, Kind, Prompt, ResourceKey
+from reconciler.models import ContextPolicy, FunctionDefinition, Kind, Prompt, ResourceKey, key_of
 
 FUNCTION_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
@@ -56,6 +57,76 @@ _SUBSCHEMA_MAPS = ("properties", "patternProperties", "definitions", "dependenci
 def estimate_tokens(text: str) -> int:
     """The service's estimate: characters / 4, rounded up."""
     return math.ceil(len(text) / 4)
+
+
+# --- Bounds on template previews ------------------------------------------------------------
+# Previews run on every pull request and the author is untrusted: `render` and `plan --format
+# markdown` stop a template at these limits (prompting's sandbox enforces them while rendering)
+# and `validate` refuses what it can see in the source (``template_bounds``). A prompt of a
+# million characters is ~250k tokens, above every model's window.
+MAX_TEMPLATE_OUTPUT = 1_000_000  # characters produced by one render (any value, and in total)
+MAX_RANGE = 10_000  # items of one range(), and the widths given to padding filters and methods
+MAX_LOOP_ITERATIONS = 100_000  # loop iterations plus calls, over one render
+MAX_INT_BITS = 4_096  # integers a template computes (9 ** 9999999 would burn 13 s of CPU)
+RENDER_SECONDS = 5.0  # wall clock for one render
+
+
+def _literal_int(node: nodes.Node) -> int | None:
+    if isinstance(node, nodes.Const) and isinstance(node.value, int) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, nodes.Neg):
+        inner = _literal_int(node.node)
+        return -inner if inner is not None else None
+    return None
+
+
+def template_bounds(template: str) -> list[str]:
+    """What the template's source alone shows it would exceed at render time (the sandbox
+    catches the rest): a literal range() over MAX_RANGE, ``**`` on literals whose result is over
+    MAX_INT_BITS, a literal string or list repeated past MAX_TEMPLATE_OUTPUT. Syntax errors
+    are reported elsewhere, so a template that does not parse gives no finding here."""
+    try:
+        tree = _ENV.parse(template)
+    except jinja2.TemplateSyntaxError:
+        return []
+    found: list[str] = []
+    for call in tree.find_all(nodes.Call):
+        if isinstance(call.node, nodes.Name) and call.node.name == "range":
+            bounds = [_literal_int(a) for a in call.args]
+            if bounds and all(b is not None for b in bounds):
+                try:
+                    size = len(range(*[b for b in bounds if b is not None]))
+                except (ValueError, OverflowError):
+                    size = MAX_RANGE + 1
+                if size > MAX_RANGE:
+                    found.append(
+                        f"line {call.lineno}: range() of {size:,} items; previews allow {MAX_RANGE:,}"
+                    )
+    for power in tree.find_all(nodes.Pow):
+        base, exponent = _literal_int(power.left), _literal_int(power.right)
+        if base is not None and exponent is not None and abs(base) > 1 and exponent > 0:
+            bits = exponent * abs(base).bit_length()
+            if bits > MAX_INT_BITS:
+                found.append(
+                    f"line {power.lineno}: {base} ** {exponent} is a number of ~{bits:,} bits; "
+                    f"previews allow {MAX_INT_BITS:,}"
+                )
+    for product in tree.find_all(nodes.Mul):
+        for seq, times in ((product.left, product.right), (product.right, product.left)):
+            count = _literal_int(times)
+            if count is None:
+                continue
+            made: int | None = None
+            if isinstance(seq, nodes.Const) and isinstance(seq.value, str):
+                made = len(seq.value) * count
+            elif isinstance(seq, nodes.List | nodes.Tuple):
+                made = len(seq.items) * count
+            if made is not None and made > MAX_TEMPLATE_OUTPUT:
+                found.append(
+                    f"line {product.lineno}: repeating a literal makes {made:,} items or characters; "
+                    f"previews allow {MAX_TEMPLATE_OUTPUT:,}"
+                )
+    return found
 
 
 class _Checker:
@@ -225,6 +296,8 @@ def check_prompt(check: _Checker, prompt: Prompt, known: Mapping[ResourceKey, Lo
         used |= found
         for name in sorted(found - declared):
             check.add(path, f"template uses {{{{ {name} }}}} but spec.variables does not declare {name!r}")
+        for why in template_bounds(template):
+            check.add(path, f"template would exceed a preview limit: {why}")
         rules_budget = sum(r.max_tokens for r in spec.context_rules)
         needed = estimate_tokens(template) + rules_budget
         if needed > spec.max_tokens:
@@ -260,44 +333,165 @@ def check_prompt(check: _Checker, prompt: Prompt, known: Mapping[ResourceKey, Lo
 # --- ContextPolicy --------------------------------------------------------------------------
 
 
+# PII patterns run on RE2 (google-re2), whose matching time is linear in the text: no pattern
+# can hang a preview, whatever it is. RE2 refuses what it cannot do in linear time
+# (backreferences, lookaround) and programs over its memory budget, so `validate` refuses those.
+# The service may still run patterns on a backtracking engine, so the shapes that take it
+# super-linear time are refused too (``_backtracks``).
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # RE2 would print every refused pattern on stderr
+
+
+def compile_pattern(pattern: str) -> Any:
+    """``pattern`` compiled by RE2; raises ValueError saying why RE2 refuses it."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        raise ValueError(text) from None
+
+
+def _repeat(op: Any, arg: Any) -> tuple[int, int, Any] | None:
+    """(min, max, body) of a repeat opcode, else None; max is c.MAXREPEAT when unbounded."""
+    if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+        return arg[0], arg[1], arg[2]
+    return None
+
+
+def _children(op: Any, arg: Any) -> list[Any]:
+    """The sub-patterns directly inside one opcode."""
+    if _repeat(op, arg):
+        return [arg[2]]
+    if op is c.SUBPATTERN:
+        return [arg[3]]
+    if op is c.BRANCH:
+        return list(arg[1])
+    if op in (c.ASSERT, c.ASSERT_NOT):
+        return [arg[1]]
+    return [arg] if isinstance(arg, p.SubPattern) else []
+
+
 def _unbounded(items: Any) -> bool:
     """Does a parsed regex contain a repeat that can match unboundedly many times?"""
     for op, arg in items:
-        if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
-            if arg[1] == c.MAXREPEAT or _unbounded(arg[2]):
-                return True
-        elif (
-            (op is c.SUBPATTERN and _unbounded(arg[3]))
-            or (op is c.BRANCH and any(_unbounded(b) for b in arg[1]))
-            or (isinstance(arg, p.SubPattern) and _unbounded(arg))
-        ):
+        rep = _repeat(op, arg)
+        if rep and rep[1] == c.MAXREPEAT:
+            return True
+        if any(_unbounded(child) for child in _children(op, arg)):
             return True
     return False
+
+
+def _first(items: Any) -> frozenset[int] | None:
+    """The characters a parsed regex can start with; None when wide or unknown (., \\w, x*)."""
+    for op, arg in items:
+        if op is c.LITERAL:
+            return frozenset({arg})
+        if op is c.IN:
+            chars: set[int] = set()
+            for kind, value in arg:
+                if kind is c.LITERAL:
+                    chars.add(value)
+                elif kind is c.RANGE and value[1] - value[0] < 256:
+                    chars.update(range(value[0], value[1] + 1))
+                else:
+                    return None
+            return frozenset(chars)
+        if op is c.SUBPATTERN:
+            return _first(arg[3])
+        if op is c.BRANCH:
+            firsts = [_first(b) for b in arg[1]]
+            if any(f is None for f in firsts):
+                return None
+            return frozenset().union(*(f for f in firsts if f is not None))
+        rep = _repeat(op, arg)
+        if rep and rep[0] > 0:
+            return _first(rep[2])
+        if op in (c.AT,):
+            continue
+        return None
+    return frozenset()
+
+
+def _overlap(a: frozenset[int] | None, b: frozenset[int] | None) -> bool:
+    return a is None or b is None or bool(a & b)
+
+
+def _ambiguous(items: Any) -> bool:
+    """Alternatives in a repeated body that can match alike. sre rewrites what it reads: (a|a)
+    becomes a then (?:|) (two empty alternatives), and (a|b) a class, so [aa] is checked too."""
+    for op, arg in items:
+        if op is c.BRANCH:
+            firsts = [_first(b) if len(b) else frozenset() for b in arg[1]]
+            empties = sum(1 for b in arg[1] if not len(b))
+            if empties > 1:
+                return True
+            for i, a in enumerate(firsts):
+                if a and any(b and _overlap(a, b) for b in firsts[i + 1 :]):
+                    return True
+                if a is None and any(b is None or b for b in firsts[i + 1 :]):
+                    return True
+        elif op is c.IN:
+            literals = [v for k, v in arg if k is c.LITERAL]
+            if len(literals) != len(set(literals)):
+                return True
+        elif op is c.SUBPATTERN and _ambiguous(arg[3]):
+            return True
+    return False
+
+
+def _backtracks(items: Any) -> str:
+    """Why a backtracking engine can take super-linear time on this parsed regex ('' if not):
+    an unbounded repeat of something that repeats without bound ((a+)+, (\\w+\\s?)*); an
+    unbounded repeat of alternatives that can start alike ((a|a)*); three or more unbounded
+    repeats in a row that can match the same characters (\\w*\\w*\\w*); a group containing an
+    unbounded repeat, itself repeated more than 3 times ((.*a){12})."""
+    run: list[frozenset[int] | None] = []
+    for op, arg in items:
+        rep = _repeat(op, arg)
+        if rep:
+            _, high, body = rep
+            if high == c.MAXREPEAT and _unbounded(body):
+                return "nests unbounded repetition (like (a+)+)"
+            if high == c.MAXREPEAT and _ambiguous(body):
+                return "repeats alternatives that can match the same text (like (a|a)*)"
+            elif high > 3 and _unbounded(body):
+                return "repeats a group holding an unbounded repeat many times (like (.*a){12})"
+            if high == c.MAXREPEAT:
+                start = _first(body)
+                run = [f for f in run if _overlap(f, start)] + [start]
+                if len(run) >= 3:
+                    return "chains unbounded repeats that can match the same text (like \\w*\\w*\\w*)"
+            else:
+                run = []
+        else:
+            run = []
+        for child in _children(op, arg):
+            why = _backtracks(child)
+            if why:
+                return why
+    return ""
 
 
 def _catastrophic(items: Any) -> bool:
-    """A repeated group whose body can itself repeat without bound: (a+)+, (a*)*, (\\w+\\s?)*."""
-    for op, arg in items:
-        if op in (c.MAX_REPEAT, c.MIN_REPEAT) and arg[1] == c.MAXREPEAT and _unbounded(arg[2]):
-            return True
-        if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT) and _catastrophic(arg[2]):
-            return True
-        if op is c.SUBPATTERN and _catastrophic(arg[3]):
-            return True
-        if op is c.BRANCH and any(_catastrophic(b) for b in arg[1]):
-            return True
-    return False
+    """Whether a parsed regex can take a backtracking engine super-linear time (see _backtracks)."""
+    return bool(_backtracks(items))
 
 
 def check_pattern(pattern: str) -> str:
     """Why a PII pattern is refused ('' when it is fine)."""
     try:
-        re.compile(pattern)
+        compile_pattern(pattern)
+    except ValueError as exc:
+        return f"does not compile on the linear-time regex engine (RE2) masking runs on: {exc}"
+    try:
         parsed = p.parse(pattern)
-    except re.error as exc:
+    except (re.error, RecursionError, OverflowError) as exc:
         return f"does not compile: {exc}"
-    if _catastrophic(parsed):
-        return "nested unbounded repetition (like (a+)+) can take exponential time on some input"
+    why = _backtracks(parsed)
+    if why:
+        return f"{why}: a backtracking engine can take exponential time (or high polynomial time) on it"
     return ""
 
 
@@ -317,6 +511,122 @@ def check_policy(check: _Checker, policy: ContextPolicy) -> None:
         why = check_pattern(rule.pattern)
         if why:
             check.add(f"spec.piiMasking[{i}].pattern", f"PII pattern {rule.pattern!r} {why}")
+
+
+def relies_on_builtin_pii(policy: ContextPolicy) -> bool:
+    """A policy that must not retain PII and names no masking rules of its own: only the
+    built-in detectors (email, card number, phone, postal code) mask its conversations."""
+    return not policy.spec.retention.retain_user_pii and not policy.spec.pii_masking
+
+
+def notes(manifests: ManifestSet) -> list[Problem]:
+    """Things worth telling an author that are not errors (``validate`` prints them as notes)."""
+    found: list[Problem] = []
+    for loaded in manifests.manifests:
+        if isinstance(loaded.manifest, ContextPolicy) and relies_on_builtin_pii(loaded.manifest):
+            _Checker(loaded, found).add(
+                "spec.retention.retainUserPii",
+                "note: no piiMasking rules, so only the built-in detectors (email, card number, "
+                "phone, postal code) mask PII; add rules for anything else (names, account ids)",
+            )
+    return found
+
+
+def check_live(
+    desired: Sequence[FunctionDefinition | Prompt | ContextPolicy],
+    models: Mapping[str, int],
+    flows: Mapping[str, Mapping[str, str]],
+    capacities: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
+    """Rules that need the live org: known models (prompts and policies), a policy's hardLimit
+    within its model's max_tokens, a known flowId, and attributeMappings naming inputs the flow
+    declares with the same dataType. ``models`` maps model id -> max_tokens; ``flows`` maps flow
+    id -> {input name: dataType}; ``capacities`` (model id -> its capacity document), when given,
+    adds ``check_capacity``. Each message names the resource, the field and the value."""
+    problems: list[str] = []
+    for manifest in desired:
+        key = key_of(manifest)
+        if not isinstance(manifest, Prompt | ContextPolicy):
+            continue
+        model_id = manifest.spec.model_id
+        if model_id not in models:
+            known = ", ".join(sorted(models)) or "none"
+            problems.append(
+                f"{key}: spec.modelId {model_id!r} is not a model of the live org (known: {known})"
+            )
+        if not isinstance(manifest, ContextPolicy):
+            continue
+        spec = manifest.spec
+        limit = models.get(model_id)
+        if limit is not None and spec.token_limits.hard_limit > limit:
+            problems.append(
+                f"{key}: spec.tokenLimits.hardLimit {spec.token_limits.hard_limit} is above "
+                f"model {model_id!r} max_tokens {limit}"
+            )
+        if spec.flow_id is None:
+            continue
+        inputs = flows.get(spec.flow_id)
+        if inputs is None:
+            problems.append(f"{key}: spec.flowId {spec.flow_id!r} is not a flow of the live org")
+            continue
+        for i, mapping in enumerate(spec.attribute_mappings):
+            declared = inputs.get(mapping.attribute)
+            where = f"{key}: spec.attributeMappings[{i}]"
+            if declared is None:
+                names = ", ".join(sorted(inputs)) or "none"
+                problems.append(
+                    f"{where}.attribute {mapping.attribute!r} is not an input of flow "
+                    f"{spec.flow_id!r} (inputs: {names})"
+                )
+            elif declared != mapping.data_type:
+                problems.append(
+                    f"{where}.dataType {mapping.data_type!r} does not match flow "
+                    f"{spec.flow_id!r} input {mapping.attribute!r} of dataType {declared!r}"
+                )
+    return problems + check_capacity(desired, capacities or {})
+
+
+def check_capacity(
+    desired: Sequence[FunctionDefinition | Prompt | ContextPolicy],
+    capacities: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
+    """Rules on a model's capacity (``GET /api/v2/ai/llm/models/{id}/capacity``, keyed by model
+    id; models not in ``capacities`` are not checked here): a policy that sets
+    autoCompactThreshold on a model without compaction, a policy format the model does not
+    support, a prompt with more context rules (context windows) than the model's
+    max_context_windows. Each message names the resource, the field and the value."""
+    problems: list[str] = []
+    for manifest in desired:
+        key = f"{manifest.kind}/{manifest.metadata.name}"
+        if isinstance(manifest, FunctionDefinition):
+            continue
+        model_id = manifest.spec.model_id
+        capacity = capacities.get(model_id)
+        if capacity is None:
+            continue
+        if isinstance(manifest, ContextPolicy):
+            spec = manifest.spec
+            threshold = spec.retention.auto_compact_threshold
+            if threshold is not None and capacity.get("compaction_enabled") is False:
+                problems.append(
+                    f"{key}: spec.retention.autoCompactThreshold {threshold} asks for compaction, "
+                    f"which model {model_id!r} does not do (compaction_enabled: false)"
+                )
+            formats = capacity.get("supported_formats")
+            if isinstance(formats, list) and spec.format not in formats:
+                problems.append(
+                    f"{key}: spec.format {spec.format!r} is not supported by model {model_id!r} "
+                    f"(supported_formats: {', '.join(str(f) for f in formats) or 'none'})"
+                )
+        else:
+            windows = capacity.get("max_context_windows")
+            rules = len(manifest.spec.context_rules)
+            if isinstance(windows, int) and not isinstance(windows, bool) and rules > windows:
+                problems.append(
+                    f"{key}: spec.contextRules has {rules} context rules; model {model_id!r} "
+                    f"takes at most {windows} context windows (max_context_windows)"
+                )
+    return problems
 
 
 def check(manifests: ManifestSet) -> list[Problem]:

@@ -11,18 +11,22 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from reconciler.client.api import GatewayClient
-from reconciler.client.connect import Connection, resolve
+from reconciler.client.connect import Connection, open_client, resolve
 from reconciler.errors import ConfigError, LiveCheckError
 from reconciler.loader import ManifestSet, load_project
 from reconciler.models import ContextPolicy, Environment, ProjectConfig, Prompt, ResourceKey
 from reconciler.notify import WebhookTarget
-from reconciler.plan import IgnoreRules, Plan, PlanOptions, check_live, make_plan
+from reconciler.plan import IgnoreRules, Plan, PlanOptions, make_plan
 from reconciler.redact import Redactor, from_project
-from reconciler.rules import validate_manifests
+from reconciler.rules import check_live, validate_manifests
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,23 @@ class Workspace:
                     f"{path} is outside the project ({root}); a saved plan cannot pin it"
                 ) from None
         return tuple(out)
+
+
+def embedded_transport(connection: Connection) -> httpx.AsyncBaseTransport | None:
+    """The in-process emulator for an embedded connection (None otherwise). Built here, at the
+    edge, so the client never imports the service it talks to."""
+    if connection.embedded_db is None:
+        return None
+    from reconciler.emulator.app import create_app  # only the embedded mode needs the emulator
+    from reconciler.emulator.config import EmulatorConfig
+
+    connection.embedded_db.parent.mkdir(parents=True, exist_ok=True)
+    return httpx.ASGITransport(app=create_app(EmulatorConfig(db=str(connection.embedded_db))))
+
+
+def connect(connection: Connection, *, parallelism: int = 10) -> AbstractAsyncContextManager[GatewayClient]:
+    """``open_client`` for a command: the embedded emulator's transport supplied when needed."""
+    return open_client(connection, parallelism=parallelism, transport=embedded_transport(connection))
 
 
 def manifest_paths(
@@ -121,12 +142,12 @@ def plan_options(
 
 async def live_context(
     ws: Workspace, client: GatewayClient
-) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
-    """Model limits and the inputs of every flow the manifests name (for the live checks)."""
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
+    """Model capacities and the inputs of every flow the manifests name (for the live checks)."""
     desired = [m.manifest for m in ws.manifests.manifests]
     model_ids = sorted({m.spec.model_id for m in desired if isinstance(m, Prompt | ContextPolicy)})
     flow_ids = sorted({m.spec.flow_id for m in desired if isinstance(m, ContextPolicy) and m.spec.flow_id})
-    limits_task = asyncio.ensure_future(client.model_limits(model_ids))
+    limits_task = asyncio.ensure_future(client.model_capacities(model_ids))
     flows = await asyncio.gather(*(client.flow_inputs(f) for f in flow_ids))
     found = {f: inputs for f, inputs in zip(flow_ids, flows, strict=True) if inputs is not None}
     return await limits_task, found
@@ -134,9 +155,10 @@ async def live_context(
 
 async def make_live_plan(ws: Workspace, client: GatewayClient, options: PlanOptions) -> Plan:
     """Fetch live state and context concurrently, run the live checks, and plan."""
-    live, (limits, flows) = await asyncio.gather(client.live_state(), live_context(ws, client))
+    live, (capacities, flows) = await asyncio.gather(client.live_state(), live_context(ws, client))
     desired = [m.manifest for m in ws.manifests.manifests]
-    problems = check_live(desired, limits, flows)
+    limits = {model: int(c["max_tokens"]) for model, c in capacities.items() if "max_tokens" in c}
+    problems = check_live(desired, limits, flows, capacities)
     if problems:
         raise LiveCheckError(problems)
     return make_plan(desired, live, options, ws.manifests.digest)

@@ -1,7 +1,7 @@
 """`reconciler render`: the effective prompt for a conversation, with a token table.
 
 This module only gathers the inputs (manifests, the conversation and attributes from files or
-the live org, the flow's input definitions) and prints; building the prompt is
+the live org, the flow's input definitions, the model's capacity) and prints; building the prompt is
 ``reconciler.prompting`` (pure). It never writes anything, locally or live.
 """
 
@@ -15,12 +15,19 @@ import click
 
 from reconciler.cli import main
 from reconciler.cli.options import env_option, format_option, run
-from reconciler.client.connect import open_client
-from reconciler.errors import ConfigError
+from reconciler.errors import ConfigError, RenderError
 from reconciler.models import ContextPolicy, Kind, Prompt, ResourceKey
-from reconciler.previews import read_json, sample_flow_inputs
-from reconciler.prompting import build_prompt, flow_inputs_from, token_table
-from reconciler.workspace import Workspace, open_workspace
+from reconciler.previews import read_json, sample_flow_inputs, sample_model_capacity
+from reconciler.prompting import (
+    ModelCapacity,
+    build_prompt,
+    flow_inputs_from,
+    model_capacity_from,
+    token_table,
+)
+from reconciler.prompting import inspect_attributes as inspect
+from reconciler.rules import check_capacity
+from reconciler.workspace import Workspace, connect, open_workspace
 
 
 def _find_prompt(ws: Workspace, name: str) -> tuple[Prompt, ContextPolicy | None, Path]:
@@ -68,6 +75,20 @@ def _find_prompt(ws: Workspace, name: str) -> tuple[Prompt, ContextPolicy | None
     help="The flow's input definitions, a JSON list of {name, dataType} "
     "(default: samples/flows/<flowId>.json, else the live flow with --conversation-id).",
 )
+@click.option(
+    "--model-capacity",
+    "capacity_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The model's capacity, the JSON of GET /api/v2/ai/llm/models/{id}/capacity (default: "
+    "samples/models/<modelId>.json, else the live model with --conversation-id). It says whether "
+    "the model compacts history.",
+)
+@click.option(
+    "--inspect-attributes",
+    is_flag=True,
+    help="Instead of rendering, report the --attributes against the flow's declared inputs: "
+    "missing inputs, extra keys (ignored by the flow), expected and actual type per key.",
+)
 @click.option("--variant", metavar="NAME", help="Render this A/B variant's template instead of the main one.")
 @format_option("text", "json")
 def render(
@@ -78,17 +99,28 @@ def render(
     conversation_id: str | None,
     attributes_file: Path | None,
     flow_inputs_file: Path | None,
+    capacity_file: Path | None,
+    inspect_attributes: bool,
     variant: str | None,
     output_format: str,
 ) -> None:
     """Show PROMPT as the gateway would build it for a conversation: metadata flattened,
-    attributes typed, PII masked, history trimmed to the budget, template rendered strictly;
-    then the token table."""
-    if (conversation_file is None) == (conversation_id is None):
+    attributes typed, PII masked, history compacted or trimmed to the budget, template rendered
+    strictly in a bounded sandbox; then the token table.
+
+    Exit codes: 0 rendered; 1 when it cannot be rendered, when the model's capacity refuses the
+    policy, or when the total is over the policy's hard limit (the prompt and table are printed
+    first). With --inspect-attributes: 0 with the report, whatever it finds.
+    """
+    if inspect_attributes:
+        if attributes_file is None:
+            raise ConfigError("--inspect-attributes needs --attributes FILE (the payload to inspect)")
+    elif (conversation_file is None) == (conversation_id is None):
         raise ConfigError("give exactly one of --conversation FILE or --conversation-id ID")
     ws = open_workspace(env_name, paths)
     prompt, policy, prompt_dir = _find_prompt(ws, prompt_name)
     flow_id = policy.spec.flow_id if policy else None
+    model_id = prompt.spec.model_id
 
     attributes = read_json(attributes_file) if attributes_file else None
     inputs: dict[str, str] | None = None
@@ -96,20 +128,33 @@ def render(
         inputs = flow_inputs_from(read_json(flow_inputs_file), str(flow_inputs_file))
     elif flow_id:
         inputs = sample_flow_inputs(prompt_dir, flow_id)
-
-    if conversation_id is not None:
-        want_flow = flow_id if attributes is not None and inputs is None else None
-
-        async def fetch() -> tuple[dict[str, Any], dict[str, str] | None]:
-            async with open_client(ws.connection) as client:
-                conversation = await client.conversation(conversation_id)
-                live_inputs = await client.flow_inputs(want_flow) if want_flow else None
-                return conversation, live_inputs
-
-        conversation, live_inputs = run(fetch())
-        inputs = inputs if inputs is not None else live_inputs
+    capacity: ModelCapacity | None = None
+    if capacity_file is not None:
+        capacity = model_capacity_from(read_json(capacity_file), str(capacity_file))
     else:
-        assert conversation_file is not None
+        capacity = sample_model_capacity(prompt_dir, model_id)
+
+    conversation: Any = None
+    live = conversation_id is not None or (inspect_attributes and inputs is None and flow_id is not None)
+    if live:
+        want_flow = flow_id if attributes is not None and inputs is None else None
+        want_model = model_id if capacity is None and not inspect_attributes else None
+
+        async def fetch() -> tuple[Any, dict[str, str] | None, ModelCapacity | None]:
+            async with connect(ws.connection) as client:
+                found = await client.conversation(conversation_id) if conversation_id else None
+                live_inputs = await client.flow_inputs(want_flow) if want_flow else None
+                live_capacity = None
+                if want_model:
+                    for entry in await client.list_raw("/api/v2/ai/llm/models"):
+                        if entry.get("model_id", entry.get("id")) == want_model:
+                            live_capacity = model_capacity_from(entry, f"model {want_model}")
+                return found, live_inputs, live_capacity
+
+        conversation, live_inputs, live_capacity = run(fetch())
+        inputs = inputs if inputs is not None else live_inputs
+        capacity = capacity if capacity is not None else live_capacity
+    elif conversation_file is not None:
         conversation = read_json(conversation_file)
 
     if attributes is not None and inputs is None:
@@ -118,12 +163,36 @@ def render(
             f"attributes are typed by the flow's input definitions, and {where}: give --flow-inputs FILE "
             "(a JSON list of {name, dataType})"
         )
+    if inspect_attributes:
+        assert inputs is not None
+        report = inspect(attributes, inputs)
+        if output_format == "json":
+            click.echo(json.dumps(ws.redactor.value(report.to_json()), indent=2))
+        else:
+            click.echo(ws.redactor.text(report.to_text(f"Prompt {prompt_name}, flow {flow_id}")))
+        return
+
+    if capacity is not None:
+        problems = check_capacity(
+            [m for m in (prompt, policy) if m is not None], {capacity.model_id: capacity.to_wire()}
+        )
+        if problems:
+            raise RenderError("; ".join(problems))
     rendered = build_prompt(
-        prompt.spec, policy.spec if policy else None, conversation, attributes, inputs, variant
+        prompt.spec,
+        policy.spec if policy else None,
+        conversation,
+        attributes,
+        inputs,
+        variant,
+        name=prompt_name,
+        capacity=capacity,
     )
     if output_format == "json":
         click.echo(json.dumps(ws.redactor.value(rendered.to_json()), indent=2))
-        return
-    click.echo(ws.redactor.text(rendered.text).rstrip("\n"))
-    click.echo("")
-    click.echo(token_table(rendered))
+    else:
+        click.echo(ws.redactor.text(rendered.text).rstrip("\n"))
+        click.echo("")
+        click.echo(token_table(rendered))
+    if rendered.tokens.over_hard_limit:
+        raise RenderError(f"prompt {prompt_name!r}: {rendered.tokens.hard_limit_problem()}")

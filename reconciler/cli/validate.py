@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
 
 from reconciler.cli import main
 from reconciler.cli.options import env_option, format_option
-from reconciler.client.connect import default_environment
-from reconciler.errors import ConfigError, ManifestError, Problem
+from reconciler.client.connect import chosen_environment
+from reconciler.errors import ManifestError, Problem
 from reconciler.loader import load_project
-from reconciler.rules import validate_manifests
+from reconciler.rules import notes, validate_manifests
 from reconciler.workspace import manifest_paths
 
 
@@ -52,13 +53,7 @@ def validate(paths: tuple[str, ...], env_name: str | None, output_format: str) -
     """
     try:
         project, found = load_project()
-        env_name = env_name or default_environment(project)
-        environment = None
-        if env_name:
-            environment = project.environments.get(env_name)
-            if environment is None:
-                known = ", ".join(sorted(project.environments)) or "none"
-                raise ConfigError(f"unknown environment {env_name!r} (reconciler.yaml defines: {known})")
+        _, environment = chosen_environment(project, env_name, os.environ)
         project_dir = found.parent if found else Path(".")
         targets = manifest_paths(project, project_dir, environment, paths)
         manifests = validate_manifests(targets, environment.variables if environment else {})
@@ -67,6 +62,12 @@ def validate(paths: tuple[str, ...], env_name: str | None, output_format: str) -
         if output_format == "text":
             click.echo(f"Error: {len(exc.problems)} problem(s) found.", err=True)
         raise SystemExit(1) from None
+    # Notes are no errors: worth telling the author, never a reason to fail.
+    for n in notes(manifests):
+        if output_format == "github":
+            click.echo(f"::notice file={n.file},line={n.line},col={n.col}::{_escape_annotation(n.message)}")
+        elif output_format == "text":
+            click.echo(str(n), err=True)
     if output_format == "json":
         click.echo("[]")
     else:

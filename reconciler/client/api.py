@@ -123,18 +123,20 @@ class GatewayClient:
     async def prompt_versions(self, live_id: str) -> list[dict[str, Any]]:
         return await self.list_raw(adapter_for(Kind.PROMPT).item_path(live_id) + "/versions")
 
-    async def model_limits(self, model_ids: Sequence[str]) -> dict[str, int]:
-        """max_tokens of every known model (one listing; capacity calls only if it lacks them)."""
+    async def model_capacities(self, model_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The capacity document (max_tokens, compaction_enabled, supported_formats,
+        max_context_windows) of every known model: one listing, and a capacity call only for a
+        model in ``model_ids`` whose listing entry lacks max_tokens."""
         models = await self.list_raw("/api/v2/ai/llm/models")
-        limits: dict[str, int] = {}
+        found: dict[str, dict[str, Any]] = {}
         for model in models:
             model_id = str(model.get("model_id") or model.get("id") or "")
             if "max_tokens" in model:
-                limits[model_id] = int(model["max_tokens"])
+                found[model_id] = dict(model)
             elif model_id in model_ids:
                 capacity = (await self._call("GET", f"/api/v2/ai/llm/models/{model_id}/capacity")).json()
-                limits[model_id] = int(capacity["max_tokens"])
-        return limits
+                found[model_id] = dict(capacity)
+        return found
 
     async def flow_inputs(self, flow_id: str) -> dict[str, str] | None:
         """A flow's input names and data types, or None when the flow does not exist."""

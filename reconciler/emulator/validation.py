@@ -9,6 +9,11 @@ Each function returns the stored body (known fields only, at every depth, defaul
 raises ``Invalid`` naming the field on the wire (``variants[1].weight``). Types are checked
 before values, so a ``true`` where an integer belongs is a 400, never a 500.
 
+Model capacity is enforced as the service does: a policy's ``format`` among the model's
+``supported_formats``, an ``auto_compact_threshold`` only on a model with ``compaction_enabled``,
+a prompt's context rules no more than its ``max_context_windows``. PII patterns must compile on
+RE2 (the linear-time engine) and avoid the shapes a backtracking engine takes super-linear time on.
+
 Known quirk, kept on purpose: the template check understands ``{% for %}`` and ``{% set %}``
 bindings but not ``{% with %}`` or macro arguments, so such templates are refused although
 ``validate`` accepts them (a change that fails for good at apply time; apply tests rely on it).
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+import re2  # type: ignore[import-untyped]  # google-re2, the linear-time engine patterns must compile on
 from jinja2 import nodes
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import SchemaError
@@ -363,6 +369,9 @@ def prompt(body: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
     max_tokens = _int(out.get("maxTokens"), "maxTokens", 1)
     out["variables"] = variables = _variables(out.get("variables", []))
     out["contextRules"] = rules = _context_rules(out.get("contextRules", []))
+    windows = catalog.models[out["modelId"]].get("max_context_windows")
+    if isinstance(windows, int) and len(rules) > windows:
+        raise Invalid("contextRules", f"model {out['modelId']} takes at most {windows} context windows")
     out["variants"] = variants = _variants(out.get("variants", []))
     functions = _list(out.get("functions", []), "functions")
     for i, function in enumerate(functions):
@@ -425,6 +434,82 @@ def _exponential(items: Any) -> bool:
     return False
 
 
+_WIDE = None  # a character set too broad to enumerate: \\w, ., [^x]
+
+
+def _starts(items: Any) -> set[int] | None:
+    """What a sub-pattern's first character can be (None: wide)."""
+    if not items:
+        return set()
+    op, arg = items[0]
+    if op is sre.LITERAL:
+        return {arg}
+    if op is sre.IN:
+        out: set[int] = set()
+        for kind, value in arg:
+            if kind is sre.LITERAL:
+                out.add(value)
+            elif kind is sre.RANGE and value[1] - value[0] < 256:
+                out.update(range(value[0], value[1] + 1))
+            else:
+                return _WIDE
+        return out
+    if op is sre.SUBPATTERN:
+        return _starts(arg[3])
+    if op in (sre.MAX_REPEAT, sre.MIN_REPEAT) and arg[0] > 0:
+        return _starts(arg[2])
+    return _WIDE
+
+
+def _clash(a: set[int] | None, b: set[int] | None) -> bool:
+    return a is _WIDE or b is _WIDE or bool(a and b and a & b)
+
+
+def _alike_alternatives(items: Any) -> bool:
+    """Alternatives that can match the same text; sre turns (a|a) into a(?:|) and (a|a|b) into
+    [aab], so equal branches and repeated class members count."""
+    for op, arg in items:
+        if op is sre.BRANCH:
+            branches = [list(b) for b in arg[1]]
+            for i, one in enumerate(branches):
+                for other in branches[i + 1 :]:
+                    if one == other or (one and other and _clash(_starts(one), _starts(other))):
+                        return True
+        if op is sre.IN:
+            members = [value for kind, value in arg if kind is sre.LITERAL]
+            if len(set(members)) < len(members):
+                return True
+        if op is sre.SUBPATTERN and _alike_alternatives(arg[3]):
+            return True
+    return False
+
+
+def _polynomial(items: Any) -> bool:
+    """(a|a)*, three unbounded repeats in a row that can match alike (\\w*\\w*\\w*), and a group
+    with an unbounded repeat inside repeated more than three times ((.*a){12})."""
+    chain: list[set[int] | None] = []
+    for op, arg in items:
+        repeat = op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT)
+        if repeat and arg[1] == sre.MAXREPEAT:
+            if _alike_alternatives(arg[2]):
+                return True
+            first = _starts(arg[2])
+            chain = [c for c in chain if _clash(c, first)] + [first]
+            if len(chain) >= 3:
+                return True
+        else:
+            chain = []
+            if repeat and arg[1] > 3 and _repeats_without_bound(arg[2]):
+                return True
+        if any(_polynomial(sub) for sub in _nested(arg)):
+            return True
+    return False
+
+
+_RE2 = re2.Options()
+_RE2.log_errors = False
+
+
 def _pii_rules(value: Any) -> list[dict[str, Any]]:
     out = []
     for i, item in enumerate(_list(value, "pii_masking")):
@@ -432,12 +517,19 @@ def _pii_rules(value: Any) -> list[dict[str, Any]]:
         item = _object(item, where)
         pattern = _str(item.get("pattern"), f"{where}.pattern")
         try:
+            re2.compile(pattern, _RE2)
+        except re2.error:
+            raise Invalid(
+                f"{where}.pattern", "pattern does not compile on RE2 (linear-time) syntax"
+            ) from None
+        try:
             parsed = sre_parse.parse(pattern)
-            re.compile(pattern)
         except (re.error, RecursionError, OverflowError):
             raise Invalid(f"{where}.pattern", "pattern does not compile") from None
         if _exponential(parsed):
             raise Invalid(f"{where}.pattern", "nested unbounded repetition can take exponential time")
+        if _polynomial(parsed):
+            raise Invalid(f"{where}.pattern", "ambiguous repetition can take polynomial time")
         out.append(
             {
                 "name": _str(item.get("name"), f"{where}.name"),
@@ -529,6 +621,15 @@ def context_policy(resource_id: str, body: dict[str, Any], catalog: Catalog) -> 
         out["attribute_mappings"] = _attribute_mappings(out["attribute_mappings"], flow)
     if out.get("format") is not None:
         _choice(out["format"], "format", FORMATS)
+        formats = model.get("supported_formats")
+        if isinstance(formats, list) and out["format"] not in formats:
+            raise Invalid("format", f"model {model['model_id']} does not support format {out['format']}")
+    threshold = out.get("memory_retention_directives", {}).get("auto_compact_threshold")
+    if threshold is not None and model.get("compaction_enabled") is False:
+        raise Invalid(
+            "memory_retention_directives.auto_compact_threshold",
+            f"model {model['model_id']} does not support compaction",
+        )
     _labels(out)
     out["id"] = resource_id
     return out

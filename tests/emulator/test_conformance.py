@@ -27,12 +27,8 @@ from reconciler.emulator.config import DEFAULT_FIXTURES, EmulatorConfig
 from reconciler.emulator.server import running_emulator
 from reconciler.loader import collect_manifests
 from reconciler.models import Kind
+from reconciler.rules import check_live
 from tests.conftest import Org
-
-try:  # live rules are moving from plan.py to rules.py; either home will do
-    from reconciler.rules import check_live  # type: ignore[attr-defined]
-except ImportError:
-    from reconciler.plan import check_live
 
 FUNCTION = {
     "apiVersion": "reconciler.genesys.cloud/v1",
@@ -81,6 +77,16 @@ FN, PROMPTS, POLICIES = (
 )
 
 Patch = Callable[[dict[str, Any]], None]
+
+
+def settings(*changes: tuple[str, Any]) -> Patch:
+    """Several ``setting``s at once."""
+
+    def patch(spec: dict[str, Any]) -> None:
+        for path, value in changes:
+            setting(path, value)(spec)
+
+    return patch
 
 
 def setting(path: str, value: Any) -> Patch:
@@ -214,6 +220,51 @@ CASES: list[tuple[str, Kind, Patch, str]] = [
         "pii_masking[0].pattern",
     ),
     (
+        "backtracking alternation",
+        Kind.CONTEXT_POLICY,
+        setting("piiMasking[0].pattern", "(a|a)*$"),
+        "pii_masking[0].pattern",
+    ),
+    (
+        "stacked unbounded classes",
+        Kind.CONTEXT_POLICY,
+        setting("piiMasking[0].pattern", r"\w*\w*\w*\w*\w*@"),
+        "pii_masking[0].pattern",
+    ),
+    (
+        "counted repeat of .*",
+        Kind.CONTEXT_POLICY,
+        setting("piiMasking[0].pattern", "(.*a){12}$"),
+        "pii_masking[0].pattern",
+    ),
+    (
+        "compaction on a model without it",
+        Kind.CONTEXT_POLICY,
+        settings(("modelId", "genesys-llm-lite"), ("format", "text")),
+        "memory_retention_directives.auto_compact_threshold",
+    ),
+    (
+        "a format the model does not support",
+        Kind.CONTEXT_POLICY,
+        settings(("modelId", "genesys-llm-lite"), ("retention", {"evictionPolicy": "lru"})),
+        "format",
+    ),
+    (
+        "more context rules than the model's windows",
+        Kind.PROMPT,
+        settings(
+            ("modelId", "genesys-llm-lite"),
+            (
+                "contextRules",
+                [
+                    {"source": "conversation_history", "maxTokens": 50},
+                    {"source": "knowledge_base", "maxTokens": 50},
+                ],
+            ),
+        ),
+        "contextRules",
+    ),
+    (
         "PII pattern that does not compile",
         Kind.CONTEXT_POLICY,
         setting("piiMasking[0].pattern", "[a-z+@"),
@@ -310,16 +361,15 @@ def client_problems(tmp_path: Path, docs: dict[Kind, dict[str, Any]]) -> str:
     assert "Traceback" not in result.output
     if result.exit_code != 0:
         return result.output
-    models = {
-        m["model_id"]: m["max_tokens"] for m in json.loads((DEFAULT_FIXTURES / "models.json").read_text())
-    }
+    capacities = {m["model_id"]: m for m in json.loads((DEFAULT_FIXTURES / "models.json").read_text())}
+    models = {model: int(c["max_tokens"]) for model, c in capacities.items()}
     flows = {
         f["id"]: {d["name"]: d["dataType"] for d in f["inputDefinitions"]}
         for f in json.loads((DEFAULT_FIXTURES / "flows.json").read_text())
     }
     loaded, problems = collect_manifests([folder])
     assert problems == [], problems
-    return "\n".join(check_live([m.manifest for m in loaded.manifests], models, flows))
+    return "\n".join(check_live([m.manifest for m in loaded.manifests], models, flows, capacities))
 
 
 def test_the_base_resources_are_valid_on_both_sides(service: Org, tmp_path: Path) -> None:

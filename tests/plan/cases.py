@@ -19,7 +19,8 @@ from pydantic import TypeAdapter
 
 from reconciler.client.adapters import adapter_for
 from reconciler.models import IgnoreDifferences, Kind, LiveResource, Manifest, ResourceKey
-from reconciler.plan import IgnoreRules, Plan, PlanOptions, check_live, make_plan
+from reconciler.plan import IgnoreRules, Plan, PlanOptions, make_plan
+from reconciler.rules import check_live
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 MANIFEST = TypeAdapter(Manifest)
