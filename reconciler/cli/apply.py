@@ -28,7 +28,6 @@ from reconciler.cli.options import (
 from reconciler.cli.plan import show_plan
 from reconciler.client.adapters import adapter_for
 from reconciler.client.api import GatewayClient
-from reconciler.client.connect import open_client
 from reconciler.errors import ConfigError, PlanFileError, StalePlanError
 from reconciler.health import health_gate
 from reconciler.journal import Journal, JournalLock, detect_actor, detect_git_commit, write_step_summary
@@ -38,7 +37,14 @@ from reconciler.plan_json import SavedPlan, read_plan_file
 from reconciler.promise import bind_saved_plan
 from reconciler.render import redact_change
 from reconciler.rollback import rollback_plan
-from reconciler.workspace import Workspace, ignore_rules, make_live_plan, open_workspace, plan_options
+from reconciler.workspace import (
+    Workspace,
+    connect,
+    ignore_rules,
+    make_live_plan,
+    open_workspace,
+    plan_options,
+)
 
 SYMBOLS = {
     Status.APPLIED: "✓",
@@ -258,7 +264,7 @@ def apply_command(
     async def go() -> ApplyResult | None:
         with journal_lock(ws, "apply", lock_timeout):
             journal = open_journal(ws)
-            async with open_client(ws.connection, parallelism=parallelism) as client:
+            async with connect(ws.connection, parallelism=parallelism) as client:
                 if saved is not None and plan_file is not None:
                     earlier = journal.applied_plan(saved.digest)
                     if earlier:
@@ -374,7 +380,7 @@ def rollback_command(
     async def go() -> ApplyResult | None:
         with journal_lock(ws, "rollback", lock_timeout):
             journal = open_journal(ws)
-            async with open_client(ws.connection, parallelism=parallelism) as client:
+            async with connect(ws.connection, parallelism=parallelism) as client:
                 await record_lost_outcomes(ws, journal, client)
                 return await roll_back(ws, journal, client)
 

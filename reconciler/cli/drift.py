@@ -14,9 +14,8 @@ from reconciler.cli.options import (
     parallelism_option,
     run,
 )
-from reconciler.client.connect import open_client
 from reconciler.plan import make_plan
-from reconciler.workspace import open_workspace, plan_options
+from reconciler.workspace import connect, open_workspace, plan_options
 
 
 @main.command()
@@ -41,7 +40,7 @@ def drift(
     options = plan_options(ws, prune=True)
 
     async def fetch() -> drift_report.DriftReport:
-        async with open_client(ws.connection, parallelism=parallelism) as client:
+        async with connect(ws.connection, parallelism=parallelism) as client:
             live = await client.live_state()
         desired = [m.manifest for m in ws.manifests.manifests]
         the_plan = make_plan(desired, live, options, ws.manifests.digest)

@@ -9,10 +9,11 @@ import click
 
 from reconciler.cli import main
 from reconciler.cli.options import env_option, note, parallelism_option, run
-from reconciler.client.connect import open_client, resolve
+from reconciler.client.connect import resolve
 from reconciler.export import export_files
 from reconciler.loader import load_project
 from reconciler.models import Kind, LiveResource
+from reconciler.workspace import connect
 
 
 @main.command()
@@ -47,7 +48,7 @@ def export(
     chosen = tuple(Kind(k) for k in kinds) or tuple(Kind)
 
     async def fetch() -> list[LiveResource]:
-        async with open_client(connection, parallelism=parallelism) as client:
+        async with connect(connection, parallelism=parallelism) as client:
             return await client.live_state(chosen)
 
     files = export_files(run(fetch()), project.project, adopt=adopt, kinds=chosen)

@@ -16,7 +16,6 @@ import click
 from reconciler.cli import main
 from reconciler.cli.options import env_option, format_option, run
 from reconciler.client.api import GatewayClient
-from reconciler.client.connect import open_client
 from reconciler.errors import UsageError
 from reconciler.metrics import (
     PromptMetrics,
@@ -27,7 +26,7 @@ from reconciler.metrics import (
     prompt_metrics,
 )
 from reconciler.models import Kind, Prompt
-from reconciler.workspace import open_workspace
+from reconciler.workspace import connect, open_workspace
 
 
 class DurationType(click.ParamType):  # type: ignore[type-arg]  # generic in click >= 8.2 only
@@ -113,7 +112,7 @@ def metrics_command(
     start = end - timedelta(seconds=since_s)
 
     async def go() -> list[PromptMetrics]:
-        async with open_client(ws.connection) as client:
+        async with connect(ws.connection) as client:
             return await measure(client, tuple(dict.fromkeys(names)), start, end)
 
     found = run(go())

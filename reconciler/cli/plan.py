@@ -24,7 +24,6 @@ from reconciler.cli.options import (
     use_color,
 )
 from reconciler.client.api import GatewayClient
-from reconciler.client.connect import open_client
 from reconciler.errors import ApiError, ConfigError
 from reconciler.metrics import calls_from_records, format_duration, prompt_metrics, traffic_line
 from reconciler.models import Kind, ResourceKey
@@ -32,7 +31,7 @@ from reconciler.plan import Action, Plan, PlanOptions
 from reconciler.plan_json import PlanOrigin, read_plan_file, saved_plan_text
 from reconciler.previews import plan_previews
 from reconciler.render import PART_SEPARATOR, render_json, render_markdown, render_text
-from reconciler.workspace import Workspace, make_live_plan, open_workspace, plan_options
+from reconciler.workspace import Workspace, connect, make_live_plan, open_workspace, plan_options
 
 
 def show_plan(
@@ -138,7 +137,7 @@ def plan(
     options = plan_options(ws, prune=prune, targets=targets, excludes=excludes)
 
     async def fetch() -> tuple[Plan, str, dict[ResourceKey, str]]:
-        async with open_client(ws.connection, parallelism=parallelism) as client:
+        async with connect(ws.connection, parallelism=parallelism) as client:
             org = asyncio.ensure_future(client.organization_id()) if out is not None else None
             made = await make_live_plan(ws, client, options)
             traffic = await prompt_traffic(client, made) if output_format == "markdown" else {}

@@ -22,7 +22,7 @@ import httpx
 from reconciler.client.api import GatewayClient
 from reconciler.client.http import Credentials, HttpSession, RateLimiter
 from reconciler.errors import ConfigError
-from reconciler.models import REGIONS, ProjectConfig
+from reconciler.models import REGIONS, Environment, ProjectConfig
 
 EMBEDDED_CLIENT = Credentials("emulator-client", "emulator-secret")
 EMBEDDED_STATE = Path(".reconciler")
@@ -73,14 +73,29 @@ def embedded(state_dir: Path = EMBEDDED_STATE, environment: str = "") -> Connect
     )
 
 
-def resolve(project: ProjectConfig, env_name: str | None, environ: Mapping[str, str]) -> Connection:
-    """The connection for this run; ConfigError names what is missing."""
+def chosen_environment(
+    project: ProjectConfig, env_name: str | None, environ: Mapping[str, str]
+) -> tuple[str, Environment | None]:
+    """The environment a command works on, by name: --env, else RECONCILER_ENV, else none when
+    GENESYS_BASE_URL / GENESYS_REGION select an org, else the project's embedded environment.
+    ConfigError for a name reconciler.yaml does not define."""
     name = env_name or environ.get("RECONCILER_ENV") or ""
     if name:
         env = project.environments.get(name)
         if env is None:
             known = ", ".join(sorted(project.environments)) or "none"
             raise ConfigError(f"unknown environment {name!r} (reconciler.yaml defines: {known})")
+        return name, env
+    if environ.get("GENESYS_BASE_URL") or environ.get("GENESYS_REGION"):
+        return "", None
+    fallback = default_environment(project)
+    return (fallback, project.environments[fallback]) if fallback else ("", None)
+
+
+def resolve(project: ProjectConfig, env_name: str | None, environ: Mapping[str, str]) -> Connection:
+    """The connection for this run; ConfigError names what is missing."""
+    name, env = chosen_environment(project, env_name, environ)
+    if env is not None:
         if env.embedded:
             return replace(embedded(), environment=name, variables=env.variables)
         base_url, login_url = _urls(env.region, env.base_url)
@@ -92,9 +107,6 @@ def resolve(project: ProjectConfig, env_name: str | None, environ: Mapping[str, 
         base_url, login_url = _urls(environ.get("GENESYS_REGION"), environ.get("GENESYS_BASE_URL"))
         creds = _credentials("GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET", environ, "GENESYS_BASE_URL is set")
         return Connection("", base_url, login_url, creds, {})
-    fallback = default_environment(project)
-    if fallback is not None:
-        return replace(embedded(), environment=fallback, variables=project.environments[fallback].variables)
     return embedded()
 
 
@@ -105,15 +117,6 @@ def default_environment(project: ProjectConfig) -> str | None:
     return embedded_envs[0] if embedded_envs else None
 
 
-def _embedded_transport(db: Path) -> httpx.AsyncBaseTransport:
-    # Imported here: only the embedded mode needs the emulator, and the client must not depend on it.
-    from reconciler.emulator.app import create_app
-    from reconciler.emulator.config import EmulatorConfig
-
-    db.parent.mkdir(parents=True, exist_ok=True)
-    return httpx.ASGITransport(app=create_app(EmulatorConfig(db=str(db))))
-
-
 @asynccontextmanager
 async def open_client(
     connection: Connection,
@@ -122,9 +125,10 @@ async def open_client(
     transport: httpx.AsyncBaseTransport | None = None,
     seed: int | None = None,
 ) -> AsyncIterator[GatewayClient]:
-    """A client for the connection, closed on exit. ``transport`` is the seam tests use."""
+    """A client for the connection, closed on exit. ``transport`` is the seam: the embedded
+    emulator is passed in by the caller (the client never imports the service it talks to)."""
     if transport is None and connection.embedded_db is not None:
-        transport = _embedded_transport(connection.embedded_db)
+        raise ConfigError("the embedded emulator needs its transport: open the client with workspace.connect")
     limits = httpx.Limits(max_connections=max(parallelism, 4), max_keepalive_connections=max(parallelism, 4))
     async with httpx.AsyncClient(
         base_url=connection.base_url,
