@@ -71,6 +71,19 @@ class Outcome:
     live_id: str | None = None
     etag_after: str | None = None
     service_changed: tuple[str, ...] = ()
+    # The resource as the service stored it ({spec, labels} plus its version), when it answered
+    # with it: what webhooks announce (the resource after the write, not what we sent).
+    stored: dict[str, Any] | None = None
+
+
+# What an applied change did, in the words users read.
+_DONE = {
+    Action.CREATE: "created",
+    Action.UPDATE: "updated",
+    Action.DELETE: "deleted",
+    Action.ROLLBACK: "rolled back",
+    Action.NO_OP: "unchanged",
+}
 
 
 @dataclass(frozen=True)
@@ -275,7 +288,7 @@ class _Executor:
         return Outcome(
             change,
             Status.CONFLICT,
-            f"conflict: {change.key} changed since the plan (etag {change.etag or 'none'}); "
+            f"{change.key} changed since the plan (etag {change.etag or 'none'}); "
             "nothing was overwritten. Re-run plan to see the change.",
             exc.status,
         )
@@ -300,7 +313,7 @@ class _Executor:
                     return Outcome(
                         change,
                         Status.CONFLICT,
-                        f"conflict: a prompt named {change.key.name!r} was created by someone "
+                        f"a prompt named {change.key.name!r} was created by someone "
                         "else since the plan; nothing was overwritten",
                         409,
                     )
@@ -326,7 +339,7 @@ class _Executor:
             return Outcome(
                 change,
                 Status.CONFLICT,
-                f"conflict: {change.key} changed since the plan; not deleted",
+                f"{change.key} changed since the plan; not deleted",
                 exc.status,
             )
         return Outcome(change, Status.APPLIED, "deleted", 204, live_id=live_id)
@@ -344,7 +357,7 @@ class _Executor:
             desired, _document(kind, stored), kind, self.options.ignore.pointers_for(change.key)
         )
         changed = tuple(f.path for f in verdict.fields)
-        message = note or change.action.value + "d"
+        message = note or _DONE[change.action]
         if changed:
             message += (
                 "; the service changed " + ", ".join(changed) + " (a perpetual diff: update the manifest)"
@@ -357,6 +370,10 @@ class _Executor:
             live_id=result.live_id,
             etag_after=result.etag,
             service_changed=changed,
+            stored={
+                **_document(kind, stored),
+                "version": result.body.get("version", result.body.get("revision")),
+            },
         )
 
     # --- records -----------------------------------------------------------------------------
@@ -402,10 +419,17 @@ class _Executor:
             Kind.PROMPT: "PROMPT",
             Kind.CONTEXT_POLICY: "CONTEXT_POLICY",
         }[change.key.kind]
-        data = self.options.redactor.value(self._redacted_doc(change.key.kind, change.after or change.before))
+        # The resource after the write (id, version, etag and what the service stored); for a
+        # delete, the last body it had. Redacted like everything else that leaves the process.
+        kind = change.key.kind
+        shown = outcome.stored or change.after or change.before
+        data = self.options.redactor.value(self._redacted_doc(kind, shown))
+        identity = {"id": outcome.live_id or change.live_id, "etag": outcome.etag_after}
+        if outcome.stored is not None:
+            identity["version"] = outcome.stored.get("version")
         event = Event(
             name=f"{kind_word}_{verb}",
-            data={"kind": change.key.kind.value, "name": change.key.name, **(data or {})},
+            data={"kind": kind.value, "name": change.key.name, **identity, **(data or {})},
             run_id=self.run_id,
             timestamp=_now(),
         )

@@ -136,6 +136,9 @@ class Plan:
     changes: tuple[Change, ...]
     live_checks: tuple[str, ...] = ()
     format_version: str = FORMAT_VERSION
+    # Live resources this project manages that are gone from git, when the plan was made without
+    # prune: never deleted, only pointed out (a hint for the reader, not part of what apply does).
+    prunable: tuple[ResourceKey, ...] = field(default=(), compare=False)
 
     def count(self, action: Action) -> int:
         return sum(1 for c in self.changes if c.action is action)
@@ -340,12 +343,25 @@ def make_plan(
             )
             for d in deletes
         ]
+    prunable: tuple[ResourceKey, ...] = ()
+    if not options.prune:
+        prunable = tuple(
+            sorted(
+                (
+                    k
+                    for k, r in live_by_key.items()
+                    if k not in desired_by_key and r.labels.get(MANAGED_BY_LABEL) == options.project
+                ),
+                key=str,
+            )
+        )
     return Plan(
-        options.environment, options.project, manifests_digest, order_changes(_select(changes, options))
+        options.environment,
+        options.project,
+        manifests_digest,
+        order_changes(_select(changes, options)),
+        prunable=prunable,
     )
-
-
-# --- Checks against the live org ----------------------------------------------------------------
 
 
 # --- Saved plans (versioned JSON) ---------------------------------------------------------------

@@ -118,6 +118,21 @@ def summary_line(plan: Plan) -> str:
 
 NO_CHANGES = "No changes. Live org matches the manifests."
 
+
+def prune_hint(plan: Plan) -> list[str]:
+    """Lines telling the reader about managed resources gone from git that were left alone."""
+    if not plan.prunable:
+        return []
+    shown = ", ".join(str(k) for k in plan.prunable[:5])
+    more = f" and {len(plan.prunable) - 5} more" if len(plan.prunable) > 5 else ""
+    return [
+        "",
+        f"Note: {len(plan.prunable)} live resource(s) this project manages are no longer in git "
+        f"({shown}{more}); they are left alone. Plan with --prune (or set prune: true for the "
+        "environment in reconciler.yaml) to delete them.",
+    ]
+
+
 _VERB = {
     Action.CREATE: "will be created",
     Action.UPDATE: "will be updated in place",
@@ -233,6 +248,7 @@ def render_text(plan: Plan, color: bool = False, redact: Redact | None = None) -
     changed = [redact_change(c, redact) for c in plan.changes if c.action is not Action.NO_OP]
     if not changed:
         lines.append(NO_CHANGES)
+        lines.extend(prune_hint(plan))
         return "\n".join(lines) + "\n"
     where = f" in {plan.environment}" if plan.environment else ""
     lines += [f"Reconciler will perform the following actions{where}:", ""]
@@ -240,6 +256,7 @@ def render_text(plan: Plan, color: bool = False, redact: Redact | None = None) -
         lines.extend(_text_block(change, color))
         lines.append("")
     lines.append(_paint(summary_line(plan), _BOLD, color))
+    lines.extend(prune_hint(plan))
     return "\n".join(lines) + "\n"
 
 

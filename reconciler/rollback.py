@@ -12,10 +12,12 @@ someone changed after that run is reported as a conflict and never overwritten.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from reconciler.client.adapters import adapter_for
+from reconciler.diff import ResourceDiff, compare
 from reconciler.journal import JournalRecord, RecordType
 from reconciler.models import Kind, ResourceKey
 from reconciler.plan import Action, Change, Plan
@@ -28,6 +30,25 @@ def _references(doc: dict[str, Any] | None) -> set[ResourceKey]:
     if spec.get("contextPolicy"):
         refs.add(ResourceKey(Kind.CONTEXT_POLICY, str(spec["contextPolicy"])))
     return refs
+
+
+def rollback_diff(
+    kind: Kind, current: Mapping[str, Any] | None, restore: Mapping[str, Any] | None
+) -> ResourceDiff | None:
+    """What putting ``restore`` back over ``current`` changes, field by field (and template by
+    template), so whoever approves a rollback sees what it does. Both are {spec, labels}; the
+    service's defaults are applied to both so only real differences show."""
+    if current is None or restore is None:
+        return None
+    adapter = adapter_for(kind)
+
+    def comparable(doc: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "spec": adapter.with_server_defaults(dict(doc["spec"])),
+            "labels": dict(doc.get("labels") or {}),
+        }
+
+    return compare(comparable(restore), comparable(current), kind)
 
 
 def rollback_changes(records: Iterable[JournalRecord]) -> tuple[list[Change], list[str]]:
@@ -78,7 +99,7 @@ def rollback_changes(records: Iterable[JournalRecord]) -> tuple[list[Change], li
                         key,
                         after,
                         before,
-                        None,
+                        rollback_diff(key.kind, after, before),
                         reason,
                         data.get("etag_after"),
                         data.get("live_id"),

@@ -1,12 +1,15 @@
-"""Shared fixtures: an org (a real emulator on a loopback socket) and a project folder using it."""
+"""Shared fixtures: an org (a real emulator on a loopback socket), a project folder using it, and a
+webhook receiver on loopback."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import textwrap
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +91,27 @@ def run(coro: Any) -> Any:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+class Receiver(BaseHTTPRequestHandler):
+    received: list[bytes]
+
+    def do_POST(self) -> None:
+        self.received.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[bytes]]]:
+    received: list[bytes] = []
+    handler = type("Hook", (Receiver,), {"received": received})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()

@@ -137,11 +137,13 @@ def progress(outcome: Outcome) -> None:
     )
 
 
-def summary_line(result: ApplyResult) -> str:
+def summary_line(result: ApplyResult, what: str = "Apply") -> str:
     applied = [o for o in result.outcomes if o.status is Status.APPLIED]
     counts = {a: sum(1 for o in applied if o.change.action is a) for a in Action}
+    # "complete!" only when everything landed, as Terraform says it.
+    verdict = "complete!" if result.exit_code == 0 else "finished with problems:"
     return (
-        f"Apply complete! Resources: {counts[Action.CREATE]} created, "
+        f"{what} {verdict} Resources: {counts[Action.CREATE]} created, "
         f"{counts[Action.UPDATE] + counts[Action.ROLLBACK]} updated, {counts[Action.DELETE]} deleted; "
         f"{result.count(Status.CONFLICT)} conflict(s), {result.count(Status.FAILED)} failed, "
         f"{result.count(Status.SKIPPED)} skipped."
@@ -163,16 +165,16 @@ async def execute(
     return await apply_plan(plan, client, journal, options, plan_hash=plan_hash)
 
 
-def report(result: ApplyResult) -> None:
+def report(result: ApplyResult, what: str = "Apply") -> None:
     for outcome in result.outcomes:
         if outcome.status is Status.CONFLICT:
             note(f"Conflict: {outcome.message}")
     if result.journal_failure:
         note(f"Error: {result.journal_failure}")
         note("Run apply again once the journal can be written: it records what became of every write.")
-    click.echo(summary_line(result))
+    click.echo(summary_line(result, what))
     click.echo(f"Journal run {result.run_id}; journal head {result.journal_head}")
-    write_step_summary(result.journal_head, summary_line(result))
+    write_step_summary(result.journal_head, summary_line(result, what))
 
 
 def open_journal(ws: Workspace) -> Journal:
@@ -311,7 +313,7 @@ async def apply_and_undo(
             note(f"  cannot roll back {reason}")
         report(result)
         undone = await execute(ws, undo, client, journal, f"rollback {result.run_id}", "")
-        report(undone)
+        report(undone, "Rollback")
         raise SystemExit(1)  # the run failed, however well the undo went
     return result
 
@@ -409,5 +411,5 @@ def rollback_command(
     result = run(go())
     if result is None:
         return
-    report(result)
+    report(result, "Rollback")
     raise SystemExit(result.exit_code)

@@ -7,6 +7,7 @@ Environment variables mirror options (``RECONCILER_ENV`` for ``--env``, and so o
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -67,8 +68,7 @@ parallelism_option = click.option(
 color_option = click.option(
     "--no-color",
     is_flag=True,
-    envvar="NO_COLOR",
-    help="Never color the output (colors are used only on a terminal).",
+    help="Never color the output (colors are used only on a terminal; NO_COLOR is honoured).",
 )
 journal_option = click.option(
     "--journal",
@@ -110,7 +110,8 @@ def format_option(*choices: str, default: str = "text") -> Callable[[F], F]:
 
 
 def use_color(no_color: bool) -> bool:
-    return not no_color and sys.stdout.isatty()
+    # no-color.org: NO_COLOR set to any non-empty value turns colour off ("0" included).
+    return not no_color and not os.environ.get("NO_COLOR") and sys.stdout.isatty()
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

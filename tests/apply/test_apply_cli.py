@@ -133,6 +133,10 @@ def test_rollback_restores_the_previous_state(org: Org, project: Path) -> None:
     last_run = [r for r in runs if r[:2].isdigit()][-1]
     code, out = cli(org, "rollback", last_run, "--auto-approve")
     assert code == 0, out
+    # What is approved is shown: each field and the template, as a plan shows an update.
+    assert "~ /spec/timeoutMillis: 4000 -> 3000" in out, out
+    assert "-Hi {{ name }}, how can I help?" in out and "+Hello {{ name }}, how can I help?" in out, out
+    assert "rolled back" in out and "rollbackd" not in out, out
     manifest.write_text(original)
     code, out = cli(org, "plan", "--detailed-exitcode")
     assert code == 0, out
@@ -234,3 +238,16 @@ def test_rollback_on_failure_undoes_what_the_run_changed(org: Org, project: Path
         "Status of an order."
     )
     assert [p["name"] for p in org.listing("/api/v2/ai/llm/prompts")] == ["assistant"]
+
+
+def test_a_removed_manifest_is_pointed_out_not_silently_kept(org: Org, project: Path) -> None:
+    assert cli(org, "apply", "--auto-approve")[0] == 0
+    manifest = project / "manifests" / "all.yaml"
+    documents = manifest.read_text().split("---\n")
+    manifest.write_text("---\n".join(d for d in documents if "func-orders" not in d))
+    code, out = cli(org, "plan")
+    assert code == 0, out
+    assert "No changes" in out and "1 live resource(s) this project manages are no longer in git" in out, out
+    assert "(FunctionDefinition/func-orders)" in out and "--prune" in out, out
+    code, out = cli(org, "plan", "--prune")
+    assert "- FunctionDefinition/func-orders" in out and "no longer in git" not in out, out

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import textwrap
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -42,19 +39,6 @@ spec:
 """
 
 
-class Receiver(BaseHTTPRequestHandler):
-    received: list[bytes]
-
-    def do_POST(self) -> None:
-        self.received.append(self.rfile.read(int(self.headers["Content-Length"])))
-        self.send_response(204)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        return
-
-
 @pytest.fixture
 def busy_org() -> Iterator[Org]:
     config = EmulatorConfig(
@@ -65,17 +49,6 @@ def busy_org() -> Iterator[Org]:
     )
     with running_emulator(config) as url:
         yield Org(url)
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[bytes]]]:
-    received: list[bytes] = []
-    handler = type("Hook", (Receiver,), {"received": received})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    server.shutdown()
 
 
 def write_gated_project(root: Path, manifests: str = PROMPTS, webhook_url: str | None = None) -> Path:
