@@ -87,17 +87,36 @@ def _ordered(document: dict[str, Any]) -> dict[str, Any]:
     return head | {k: v for k, v in document.items() if k not in head}
 
 
+class _Dumper(yaml.SafeDumper):
+    """YAML as people write manifests: a multi-line string (a template) as a literal block."""
+
+
+def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if "\n" in value and not any(ch in value for ch in "\r\t") and value == value.rstrip(" "):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+_Dumper.add_representer(str, _string)
+
+
 def export_files(
-    live: Sequence[LiveResource], project: str, *, adopt: bool = False, kinds: Sequence[Kind] = tuple(Kind)
+    live: Sequence[LiveResource],
+    project: str,
+    *,
+    adopt: bool = False,
+    kinds: Sequence[Kind] = tuple(Kind),
+    schemas: str = "../../schemas",
 ) -> list[ExportedFile]:
-    """One YAML file per live resource of the given kinds, sorted by path."""
+    """One YAML file per live resource of the given kinds, sorted by path. ``schemas`` is the
+    schemas folder as seen from a kind's folder under the output folder (for editors' $schema)."""
     files = []
     for resource in sorted(live, key=lambda r: (r.key.kind.value, r.key.name)):
         if resource.key.kind not in kinds:
             continue
         document = _ordered(manifest_document(resource, project, adopt))
-        modeline = f"# yaml-language-server: $schema=../../schemas/{SCHEMAS[resource.key.kind]}.schema.json\n"
-        body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+        modeline = f"# yaml-language-server: $schema={schemas}/{SCHEMAS[resource.key.kind]}.schema.json\n"
+        body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
         filename = _SAFE.sub("-", resource.key.name).strip("-.") or "unnamed"
         files.append(ExportedFile(f"{FOLDERS[resource.key.kind]}/{filename}.yaml", modeline + body))
     return files

@@ -42,7 +42,8 @@ def export(
     env_name: str | None, out_dir: Path, kinds: tuple[str, ...], adopt: bool, force: bool, parallelism: int
 ) -> None:
     """Write manifests from the live org; planning them against the same org shows no changes."""
-    project, _ = load_project()
+    project, found = load_project()
+    project_dir = found.parent if found else Path(".")
     connection = resolve(project, env_name, os.environ)
     note(f"Exporting from {connection.description}.")
     chosen = tuple(Kind(k) for k in kinds) or tuple(Kind)
@@ -51,7 +52,9 @@ def export(
         async with connect(connection, parallelism=parallelism) as client:
             return await client.live_state(chosen)
 
-    files = export_files(run(fetch()), project.project, adopt=adopt, kinds=chosen)
+    # The schemas folder as an editor sees it from <out>/<kind folder>/, wherever --out points.
+    schemas = Path(os.path.relpath((project_dir / "schemas").resolve(), (out_dir / "kind").resolve()))
+    files = export_files(run(fetch()), project.project, adopt=adopt, kinds=chosen, schemas=schemas.as_posix())
     existing = [f.path for f in files if (out_dir / f.path).exists()]
     if existing and not force:
         raise click.ClickException(

@@ -112,13 +112,14 @@ def render(
     policy, or when the total is over the policy's hard limit (the prompt and table are printed
     first). With --inspect-attributes: 0 with the report, whatever it finds.
     """
+    # The prompt first: `render nope` is about the prompt, whatever else is missing.
+    ws = open_workspace(env_name, paths)
+    prompt, policy, prompt_dir = _find_prompt(ws, prompt_name)
     if inspect_attributes:
         if attributes_file is None:
             raise ConfigError("--inspect-attributes needs --attributes FILE (the payload to inspect)")
     elif (conversation_file is None) == (conversation_id is None):
         raise ConfigError("give exactly one of --conversation FILE or --conversation-id ID")
-    ws = open_workspace(env_name, paths)
-    prompt, policy, prompt_dir = _find_prompt(ws, prompt_name)
     flow_id = policy.spec.flow_id if policy else None
     model_id = prompt.spec.model_id
 

@@ -108,6 +108,13 @@ def test_export_then_plan_shows_no_changes(org: Org, example: Path, tmp_path: Pa
     exported = (tmp_path / "exported" / "functions" / "func-handmade.yaml").read_text()
     assert "maxLength" not in exported  # the server default is left out
     assert "reconciler.genesys.cloud/adopt" in exported  # not ours yet: not adopted silently
+    # An editor finds the schema from wherever --out put the file, and templates read as blocks.
+    modeline = exported.splitlines()[0].split("$schema=", 1)[1]
+    assert (tmp_path / "exported" / "functions" / modeline).resolve() == (
+        tmp_path / "schemas" / "functiondefinition.schema.json"
+    ).resolve()
+    prompt = (tmp_path / "exported" / "prompts" / "billing-assistant.yaml").read_text()
+    assert "  template: |" in prompt or "  template: |-" in prompt, prompt
     assert cli(org, "validate", "exported")[0] == 0
     code, out = cli(org, "plan", "exported", "--detailed-exitcode")
     assert code == 0, out
