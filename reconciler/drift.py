@@ -20,8 +20,8 @@ from reconciler.render import (
     COMMENT_LIMIT,
     HEADER_ROOM,
     PART_SEPARATOR,
-    _line_pieces,
-    _pack,
+    line_pieces,
+    pack,
     fit_parts,
     number_parts,
     part_budget,
@@ -170,10 +170,10 @@ def render_markdown_parts(
         shown = rows[:kept]
         if kept < len(rows):
             shown.append(f"| … and {len(rows) - kept:,} more: see {full_report_at} | | | |")
-        return [head, *_line_pieces(_DRIFT_TABLE, shown, budget)]
+        return [head, *line_pieces(_DRIFT_TABLE, shown, budget)]
 
     if max_parts is None:
-        return number_parts(_pack(build(len(rows)), budget))
+        return number_parts(pack(build(len(rows)), budget))
     if max_parts < 1:
         raise ValueError("max_parts must be at least 1")
     return number_parts(fit_parts(build, len(rows), max_parts, budget))

@@ -386,7 +386,7 @@ def _section(change: Change, preview: str | None, budget: int, traffic: str | No
 _TABLE_HEADER = "| Action | Kind | Name | Breaking |\n|---|---|---|---|"
 
 
-def _line_pieces(header: str, rows: Sequence[str], budget: int) -> list[str]:
+def line_pieces(header: str, rows: Sequence[str], budget: int) -> list[str]:
     """``rows`` split into pieces that each fit ``budget``, each starting with ``header`` (the
     table's header, so every piece renders as a table); a row too long on its own is cut."""
     pieces: list[str] = []
@@ -402,7 +402,7 @@ def _line_pieces(header: str, rows: Sequence[str], budget: int) -> list[str]:
     return pieces
 
 
-def _pack(sections: Sequence[str], budget: int) -> list[str]:
+def pack(sections: Sequence[str], budget: int) -> list[str]:
     """``sections`` (each at most ``budget`` long) packed in order into as few chunks of at most
     ``budget`` characters as greedy packing gives, joined by blank lines; never split."""
     chunks: list[str] = []
@@ -444,10 +444,10 @@ def fit_parts(build: Callable[[int], list[str]], most: int, max_parts: int, budg
     ``max_parts`` (``build(0)`` when none does). ``build`` must grow with ``n``: its sections for
     ``n + 1`` are those for ``n`` with one short entry replaced by a longer one, or one added."""
     low, high = 0, most
-    best = _pack(build(0), budget)
+    best = pack(build(0), budget)
     while low < high:
         mid = (low + high + 1) // 2
-        chunks = _pack(build(mid), budget)
+        chunks = pack(build(mid), budget)
         if len(chunks) <= max_parts:
             low, best = mid, chunks
         else:
@@ -542,11 +542,11 @@ def render_markdown(
 
     # The head (with however many live-check problems) and the table are split by lines like
     # everything else, so even a plan of thousands of resources never overflows a chunk.
-    fixed = _line_pieces("", _head(plan, changed, None), budget) + (
-        _line_pieces(_TABLE_HEADER, rows, budget) if rows else []
+    fixed = line_pieces("", _head(plan, changed, None), budget) + (
+        line_pieces(_TABLE_HEADER, rows, budget) if rows else []
     )
     if max_parts is None:
-        return number_parts(_pack(fixed + [section(c) for c in changed], budget))
+        return number_parts(pack(fixed + [section(c) for c in changed], budget))
     if max_parts < 1:
         raise ValueError("max_parts must be at least 1")
     # Render sections only while they could still fit: a plan of 10,000 resources is not
@@ -559,7 +559,7 @@ def render_markdown(
         sections.append(section(change))
         room -= len(sections[-1]) + 2
     if room >= 0:
-        chunks = _pack(fixed + sections, budget)
+        chunks = pack(fixed + sections, budget)
         if len(chunks) <= max_parts:
             return number_parts(chunks)
     return number_parts(_summarised(plan, changed, section, budget, max_parts, full_plan_at))
@@ -610,11 +610,11 @@ def _summarised(
             f"_{len(changed):,} changes are too many to show in full here. {what} "
             f"The complete plan is in {full_plan_at}._"
         )
-        pieces = _line_pieces("", [*head, note], budget)
+        pieces = line_pieces("", [*head, note], budget)
         pieces += sections_for(full)
         if kept:
             room = budget - len(fence) - 1
-            pieces += [f"{p}\n{fence}" for p in _line_pieces(f"**Other changes**\n\n{fence}diff", kept, room)]
+            pieces += [f"{p}\n{fence}" for p in line_pieces(f"**Other changes**\n\n{fence}diff", kept, room)]
         return pieces
 
     # Cheap bound first: more full sections than chunks could ever hold are never tried.
