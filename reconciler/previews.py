@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.client.adapters import flow_inputs_from
 from reconciler.errors import ConfigError, RenderError
 from reconciler.models import ContextPolicy, Kind, Prompt, ResourceKey
 from reconciler.plan import Action, Plan
-from reconciler.prompting import ModelCapacity, flow_inputs_from, model_capacity_from, preview
+from reconciler.prompting import ModelCapacity, model_capacity_from, preview
 
 CONVERSATION_ANNOTATION = "reconciler.genesys.cloud/preview-conversation"
 ATTRIBUTES_ANNOTATION = "reconciler.genesys.cloud/preview-attributes"
@@ -38,7 +39,9 @@ def read_json(path: Path) -> Any:
 
 def sample_flow_inputs(start: Path, flow_id: str | None) -> dict[str, str] | None:
     """``samples/flows/<flowId>.json`` in ``start`` or the nearest folder above it that has one:
-    the flow's inputDefinitions as committed next to the manifests, checked like a live flow's."""
+    the flow's inputs as committed next to the manifests (the flow's body as the platform serves
+    it, its ``inputSchema``, or the documents' ``inputDefinitions`` list), read by the same
+    ``client.adapters.flow_inputs_from`` as a live flow."""
     if not flow_id:
         return None
     for folder in (start, *start.parents):

@@ -51,7 +51,6 @@ from reconciler.rules import (
     template_variables,
 )
 
-DATA_TYPES = ("string", "number", "boolean", "date")
 HISTORY_SOURCE = "conversation_history"
 # The marker replacing evicted turns under the summarize policy; the preview cannot summarize
 # (that is the model's job), so it shows where the summary goes and how much it stands for.
@@ -235,23 +234,6 @@ def flatten_conversation(conversation: Any) -> tuple[dict[str, str], list[Messag
 
 
 # --- 2. attributes -------------------------------------------------------------------------------
-
-
-def flow_inputs_from(definitions: Any, where: str = "flow inputs") -> dict[str, str]:
-    """``[{name, dataType}, ...]`` (a flow's inputDefinitions) as ``{name: dataType}``."""
-    if not isinstance(definitions, list):
-        raise RenderError(f"{where}: expected a JSON list of {{name, dataType}}")
-    inputs: dict[str, str] = {}
-    for index, d in enumerate(definitions):
-        if not isinstance(d, Mapping) or not isinstance(d.get("name"), str) or not d["name"]:
-            raise RenderError(f"{where}: item {index} needs a name")
-        data_type = d.get("dataType", "string")
-        if data_type not in DATA_TYPES:
-            raise RenderError(
-                f"{where}: {d['name']!r} has dataType {data_type!r} (expected one of {', '.join(DATA_TYPES)})"
-            )
-        inputs[d["name"]] = str(data_type)
-    return inputs
 
 
 def coerce(name: str, value: Any, data_type: str) -> str | int | float | bool:

@@ -41,6 +41,13 @@ def _fail_rule(value: str) -> tuple[int, float]:
 @click.option("--seed", type=int, help="Seed for reproducible faults.")
 @click.option("--lax", is_flag=True, help="Allow updates without If-Match.")
 @click.option(
+    "--real-shapes-only",
+    is_flag=True,
+    help="Serve the real Genesys Cloud endpoints (flows, conversations, the analytics details "
+    "query) with the platform's fields only, without the LLM Gateway documents' variants: what a "
+    "real org answers (see docs/API.md).",
+)
+@click.option(
     "--admin-token",
     envvar="RECONCILER_EMULATOR_ADMIN_TOKEN",
     help="Token /__emulator/* requires (Authorization: Bearer ...). Generated and printed when "
@@ -58,6 +65,7 @@ def serve(
     drop: float,
     seed: int | None,
     lax: bool,
+    real_shapes_only: bool,
     admin_token: str | None,
 ) -> None:
     """Serve the emulator until interrupted."""
@@ -76,6 +84,7 @@ def serve(
         rate_limit_per_minute=rate_limit,
         seed=seed,
         lax=lax,
+        real_shapes_only=real_shapes_only,
         faults=faults,
         admin_token=admin_token,
     )
@@ -87,6 +96,8 @@ def serve(
             err=True,
         )
     click.echo(f"LLM Gateway emulator on http://{host}:{port} (state: {db})")
+    if real_shapes_only:
+        click.echo("  real platform endpoints serve the platform's shapes only (no documents' variants)")
     click.echo("  client id: emulator-client   client secret: emulator-secret   (all scopes)")
     click.echo(
         f"  export GENESYS_BASE_URL=http://{host}:{port} GENESYS_CLIENT_ID=emulator-client "

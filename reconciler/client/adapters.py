@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from reconciler.errors import RenderError
 from reconciler.models import (
     ContextPolicySpec,
     FunctionDefinitionSpec,
@@ -256,3 +258,96 @@ ADAPTERS: dict[Kind, KindAdapter] = {
 
 def adapter_for(kind: Kind) -> KindAdapter:
     return ADAPTERS[kind]
+
+
+# --- flows: the inputs a flow declares (a real platform API, read in both its shapes) -------------
+
+# The data types a flow input (and an attribute mapping) can have, in the documents' words.
+DATA_TYPES = ("string", "number", "boolean", "date")
+
+
+# JSON Schema types as the documents' data types. A string is a date when its format says so.
+_SCHEMA_TYPES = {"string": "string", "number": "number", "integer": "number", "boolean": "boolean"}
+_DATE_FORMATS = ("date", "date-time")
+# Valid JSON Schema types the documents have no data type for (a collection or JSON input):
+# kept under their own names, so a check naming such an input says what it is.
+_OTHER_SCHEMA_TYPES = ("array", "object", "null")
+# Architect refers to a flow's variables as ``Flow.<name>``; a schema that keeps the prefix
+# names the same input (no input name may contain a dot, so stripping it is safe).
+_FLOW_PREFIX = "Flow."
+
+
+def _inputs_from_definitions(definitions: list[Any], where: str) -> dict[str, str]:
+    inputs: dict[str, str] = {}
+    for index, d in enumerate(definitions):
+        if not isinstance(d, Mapping) or not isinstance(d.get("name"), str) or not d["name"]:
+            raise RenderError(f"{where}: item {index} needs a name")
+        data_type = d.get("dataType", "string")
+        if data_type not in DATA_TYPES:
+            raise RenderError(
+                f"{where}: {d['name']!r} has dataType {data_type!r} (expected one of {', '.join(DATA_TYPES)})"
+            )
+        inputs[d["name"]] = str(data_type)
+    return inputs
+
+
+def _schema_type(name: str, schema: Any, where: str) -> str:
+    """One property's JSON Schema as a data type: integer and number are numbers, a string
+    with ``format: date`` or ``date-time`` is a date; ``["string", "null"]`` reads as string."""
+    if not isinstance(schema, Mapping):
+        raise RenderError(f"{where}: inputSchema property {name!r} must be an object")
+    declared = schema.get("type", "string")
+    if isinstance(declared, list):
+        declared = next((t for t in declared if t != "null"), "null")
+    if declared == "string" and schema.get("format") in _DATE_FORMATS:
+        return "date"
+    if isinstance(declared, str) and declared in _SCHEMA_TYPES:
+        return _SCHEMA_TYPES[declared]
+    if isinstance(declared, str) and declared in _OTHER_SCHEMA_TYPES:
+        return declared
+    raise RenderError(f"{where}: inputSchema property {name!r} has type {declared!r}, not a JSON Schema type")
+
+
+def _inputs_from_schema(schema: Mapping[str, Any], where: str) -> dict[str, str]:
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping):
+        raise RenderError(f"{where}: inputSchema.properties must be an object")
+    inputs: dict[str, str] = {}
+    for raw_name, property_schema in properties.items():
+        name = str(raw_name).removeprefix(_FLOW_PREFIX)
+        if not name:
+            raise RenderError(f"{where}: inputSchema has a property without a name")
+        inputs[name] = _schema_type(name, property_schema, where)
+    return inputs
+
+
+def flow_inputs_from(value: Any, where: str = "flow inputs") -> dict[str, str]:
+    """A flow's input names and data types (string, number, boolean, date), from any of:
+
+    - a flow as ``GET /api/v2/flows/{id}`` serves it: the platform's ``inputSchema`` (a JSON
+      schema of type object) is read first, the documents' ``inputDefinitions`` second; a flow
+      with neither has no inputs;
+    - a bare JSON schema of type object (``properties``);
+    - the documents' ``[{name, dataType}, ...]`` list.
+
+    The one reader of flow inputs: the live client and the committed samples both use it.
+    """
+    if isinstance(value, list):
+        return _inputs_from_definitions(value, where)
+    if isinstance(value, Mapping):
+        schema = value.get("inputSchema")
+        if isinstance(schema, Mapping) and "properties" in schema:
+            return _inputs_from_schema(schema, where)
+        if "inputDefinitions" in value:
+            definitions = value["inputDefinitions"]
+            if not isinstance(definitions, list):
+                raise RenderError(f"{where}: inputDefinitions must be a list of {{name, dataType}}")
+            return _inputs_from_definitions(definitions, where)
+        if "properties" in value:
+            return _inputs_from_schema(value, where)
+        if "inputSchema" in value or {"id", "name"} <= value.keys():
+            return {}  # a flow that declares no inputs
+    raise RenderError(
+        f"{where}: expected a JSON list of {{name, dataType}}, a flow (inputSchema or "
+        "inputDefinitions) or a JSON schema with properties"
+    )

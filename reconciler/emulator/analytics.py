@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from reconciler.emulator.config import Behaviour, Traffic
+from reconciler.emulator.platform import analytics_conversation
 from reconciler.emulator.state import PROMPTS, ApiProblem, State, Token, json_body
 
 QUERY_PATH = "/api/v2/analytics/conversations/details/query"
@@ -199,14 +200,16 @@ def call_record(traffic: Traffic, piece: Piece, j: int, metrics: list[str]) -> d
     return record
 
 
-def _interval(query: dict[str, Any]) -> tuple[float, float]:
+def _interval(query: dict[str, Any], real_only: bool) -> tuple[float, float]:
+    """The platform's required ``interval``; the documents' ``dateFrom``/``dateTo`` beside it
+    unless the emulator serves real shapes only."""
     interval = query.get("interval")
     if interval is not None:
         if not isinstance(interval, str) or interval.count("/") != 1:
             raise ApiProblem(400, "interval must be 'start/end' in ISO-8601", "invalid.value", "interval")
         first, last = interval.split("/")
         start, end = parse_instant(first, "interval"), parse_instant(last, "interval")
-    elif "dateFrom" in query and "dateTo" in query:
+    elif not real_only and "dateFrom" in query and "dateTo" in query:
         start, end = parse_instant(query["dateFrom"], "dateFrom"), parse_instant(query["dateTo"], "dateTo")
     else:
         raise ApiProblem(400, "interval is required ('start/end' in ISO-8601)", "invalid.value", "interval")
@@ -223,15 +226,18 @@ def _positive_int(value: Any, field: str, high: float = math.inf) -> int:
     return value
 
 
-def _paging(query: dict[str, Any], request: Request) -> tuple[int, int]:
+def _paging(query: dict[str, Any], request: Request, real_only: bool) -> tuple[int, int]:
+    """The platform's ``paging`` object; the documents' top-level ``pageSize``/``pageNumber``
+    and the ``nextPageUri`` query string beside it unless real shapes only."""
     paging = query.get("paging") or {}
     if not isinstance(paging, dict):
         raise ApiProblem(400, "paging must be an object", "invalid.value", "paging")
+    documents = {} if real_only else query
     size = _positive_int(
-        paging.get("pageSize", query.get("pageSize", DEFAULT_PAGE_SIZE)), "pageSize", MAX_PAGE_SIZE
+        paging.get("pageSize", documents.get("pageSize", DEFAULT_PAGE_SIZE)), "pageSize", MAX_PAGE_SIZE
     )
-    number: Any = paging.get("pageNumber", query.get("pageNumber", 1))
-    if "pageNumber" in request.query_params:
+    number: Any = paging.get("pageNumber", documents.get("pageNumber", 1))
+    if not real_only and "pageNumber" in request.query_params:
         try:
             number = int(request.query_params["pageNumber"])
         except ValueError:
@@ -250,18 +256,28 @@ def _prompt_ids(query: dict[str, Any]) -> list[str]:
 
 
 async def details_query(state: State, request: Request, token: Token) -> Response:
-    """``POST /api/v2/analytics/conversations/details/query`` over the synthetic traffic."""
+    """``POST /api/v2/analytics/conversations/details/query`` over the synthetic traffic.
+
+    Two request shapes: the platform's (the SDK's ``ConversationQuery``: a required
+    ``interval``, ``paging``) and the documents' (``view: ai_llm_gateway``, ``aiPromptId``
+    filters, ``metrics``, ``dateFrom``/``dateTo``). Without a prompt filter the query covers
+    every hosted prompt. The answer carries the platform's ``conversations`` (see
+    ``emulator.platform.analytics_conversation``) and ``totalHits``, and the documents' flat
+    ``entities`` beside them. Serving real shapes only, the documents' request fields are
+    ignored (as the platform ignores fields it does not know) and their answer left out.
+    """
     if "ai:metrics:read" not in token.scopes:
         raise ApiProblem(403, "Missing the permission (scope) ai:metrics:read", "missing.permissions")
+    real_only = state.config.real_shapes_only
     query = await json_body(request)
-    if query.get("view", VIEW) != VIEW:
+    if not real_only and query.get("view", VIEW) != VIEW:
         raise ApiProblem(400, f"view must be {VIEW}", "invalid.value", "view")
-    ids = _prompt_ids(query)
-    metrics = query.get("metrics") or list(METRICS)
+    ids = [] if real_only else _prompt_ids(query)
+    metrics = list(METRICS) if real_only else query.get("metrics") or list(METRICS)
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
         raise ApiProblem(400, "metrics must be a list of metric names", "invalid.value", "metrics")
-    start, end = _interval(query)
-    size, number = _paging(query, request)
+    start, end = _interval(query, real_only)
+    size, number = _paging(query, request, real_only)
     now = time.time()
     traffic = state.config.traffic
     default = state.metrics.get("default", {})
@@ -269,6 +285,8 @@ async def details_query(state: State, request: Request, token: Token) -> Respons
     # fixture's aggregate for an id the emulator does not host.
     parts: list[Piece | dict[str, Any]] = []
     with state.store.lock:
+        if not ids:
+            ids = [str(b["id"]) for b in state.store.page(PROMPTS, state.store.count(PROMPTS), 0)]
         bodies = {i: state.store.get(PROMPTS, i) for i in ids}
     for prompt_id in ids:
         body = bodies[prompt_id]
@@ -298,8 +316,12 @@ async def details_query(state: State, request: Request, token: Token) -> Respons
         skip, wanted = 0, size - len(page)
         if wanted <= 0:
             break
+    conversations = [analytics_conversation(r) for r in page if "conversationId" in r]
+    if real_only:
+        return JSONResponse({"conversations": conversations, "totalHits": total})
     answer: dict[str, Any] = {
         "entities": page,
+        "conversations": conversations,
         "totalHits": total,
         "pageSize": size,
         "pageNumber": number,

@@ -30,6 +30,7 @@ from reconciler.emulator.auth import READ_SCOPE, WRITE_SCOPE, authorize, issue_t
 from reconciler.emulator.config import EmulatorConfig
 from reconciler.emulator.faults import dropped, maybe_fail, rate_headers, slow
 from reconciler.emulator.openapi import openapi_document
+from reconciler.emulator.platform import complete_conversation, complete_flow, conversation_body, flow_body
 from reconciler.emulator.resources import (
     analytics,
     capacity,
@@ -110,12 +111,17 @@ def endpoints() -> list[Endpoint]:
         Endpoint("GET", f"{BASE}/prompts/{{id}}/versions", "ai:llm:manage", prompt_versions),
         Endpoint("GET", f"{BASE}/models", "ai:llm:read", static_listing(lambda s: list(s.models.values()))),
         Endpoint("GET", f"{BASE}/models/{{modelId}}/capacity", "ai:llm:read", capacity),
-        Endpoint("GET", "/api/v2/flows/{flowId}", "flow:read", lookup(lambda s: s.flows, "flowId", "flow")),
+        Endpoint(
+            "GET",
+            "/api/v2/flows/{flowId}",
+            "flow:read",
+            lookup(lambda s: s.flows, "flowId", "flow", flow_body),
+        ),
         Endpoint(
             "GET",
             "/api/v2/conversations/{conversationId}",
             "conversation:view",
-            lookup(lambda s: s.conversations, "conversationId", "conversation"),
+            lookup(lambda s: s.conversations, "conversationId", "conversation", conversation_body),
         ),
         # No permission needed, as on the service: plans record which org they were made for.
         Endpoint("GET", "/api/v2/organizations/me", "", organization),
@@ -139,8 +145,9 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         Store(config.db),
         random.Random(config.seed),
         models,
-        {f["id"]: f for f in _load_fixture(fixtures, "flows.json", [])},
-        {c["id"]: c for c in _load_fixture(fixtures, "conversations.json", [])},
+        # Both shapes of each record, the platform's and the documents' (see emulator.platform).
+        {f["id"]: complete_flow(f) for f in _load_fixture(fixtures, "flows.json", [])},
+        {c["id"]: complete_conversation(c) for c in _load_fixture(fixtures, "conversations.json", [])},
         _load_fixture(fixtures, "metrics.json", {}),
         fault_seed=str(config.seed),
     )

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from reconciler.emulator.config import ALL_SCOPES
+from reconciler.emulator.platform import organization_body
 from reconciler.emulator.state import (
     FUNCTIONS,
     NO_STORE,
@@ -129,7 +130,12 @@ async def issue_token(state: State, request: Request) -> Response:
     access = secrets.token_urlsafe(32)
     state.tokens[access] = Token(client_id, scopes, now + state.config.token_lifetime_s)
     return JSONResponse(
-        {"access_token": access, "token_type": "bearer", "expires_in": state.config.token_lifetime_s},
+        {
+            "access_token": access,
+            "token_type": "bearer",
+            "expires_in": state.config.token_lifetime_s,
+            "scope": " ".join(sorted(scopes)),  # RFC 6749 5.1: what was granted
+        },
         headers=NO_STORE,
     )
 
@@ -152,7 +158,4 @@ def check_admin(state: State, request: Request) -> None:
 
 async def organization(state: State, request: Request, token: Token) -> Response:
     """GET /api/v2/organizations/me: the org the token belongs to (any valid token may ask)."""
-    org = state.store.org_id()
-    return JSONResponse(
-        {"id": org, "name": "Emulated organization", "selfUri": f"/api/v2/organizations/{org}"}
-    )
+    return JSONResponse(organization_body(state.store.org_id()))

@@ -78,6 +78,10 @@ class EmulatorConfig:
     )
     faults: Faults = field(default_factory=Faults)
     traffic: Traffic = field(default_factory=Traffic)
+    # Serve the real platform endpoints (flows, conversations, the details query) with the
+    # platform's fields only, without the LLM Gateway documents' variants beside them: what a
+    # real org answers (see emulator.platform).
+    real_shapes_only: bool = False
     # When set, /__emulator/* answers only requests bearing it (Authorization: Bearer <token>).
     # The server sets one whenever it listens beyond loopback (see server.make_server).
     admin_token: str | None = None

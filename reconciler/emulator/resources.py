@@ -258,12 +258,20 @@ async def capacity(state: State, request: Request, token: Token) -> Response:
     )
 
 
-def lookup(collection: Callable[[State], dict[str, dict[str, Any]]], param: str, noun: str) -> Handler:
+def lookup(
+    collection: Callable[[State], dict[str, dict[str, Any]]],
+    param: str,
+    noun: str,
+    shape: Callable[[dict[str, Any], bool], dict[str, Any]] = lambda body, real_only: body,
+) -> Handler:
+    """A read-only record by id, served by ``shape`` (the platform's fields, and the documents'
+    variants unless the emulator serves real shapes only: see ``emulator.platform``)."""
+
     async def handler(state: State, request: Request, token: Token) -> Response:
         found = collection(state).get(request.path_params[param])
         if found is None:
             raise ApiProblem(404, f"{noun} {request.path_params[param]} not found")
-        return JSONResponse(found)
+        return JSONResponse(shape(found, state.config.real_shapes_only))
 
     return handler
 

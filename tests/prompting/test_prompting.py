@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.client.adapters import flow_inputs_from
 from reconciler.models import ContextPolicy, Prompt
 from reconciler.prompting import (
     RenderError,
@@ -16,7 +17,6 @@ from reconciler.prompting import (
     coerce_attributes,
     estimate_tokens,
     flatten_conversation,
-    flow_inputs_from,
     preview,
     preview_text,
     soft_limit,
