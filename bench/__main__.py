@@ -1,22 +1,29 @@
-"""Benchmarks: plan and apply at 1k and 10k resources against the emulator on loopback.
+"""Benchmarks: plan and apply against the emulator on loopback, each next to its floor.
 
-    python -m bench all            # everything below, results printed as Markdown tables
-    python -m bench plan --n 1000  # one scenario
-    python -m bench apply --n 1000 --rate 300
-    python -m bench cpu
+    python -m bench plan --n 10000      # floor (bare libyaml parse), validate, plan cold and warm
+    python -m bench scaling             # plan cold and warm at 1k/5k/10k/20k: cost per resource
+    python -m bench seed-plan --n 1000  # our plan vs seed-style clients (sequential, parallel)
+    python -m bench apply --n 1000 --rate 100000 --latency-ms 20   # with both seed-style clients
+    python -m bench apply --n 300 --rate 300                       # under the rate limit
+    python -m bench cpu                 # CPU per resource: unchanged and changed
+    python -m bench all
 
 The emulator runs in its own process (so the reconciler's CPU and peak RSS are its own) with
 the latency and rate limit each scenario names; its request counter gives the API requests.
-Each figure is the median of several runs, with min and max. Every loop is bounded.
+Every figure is the median of at least 3 runs with min and max, and every floor is measured in
+the same run as what is compared with it. Every loop is bounded in count, and every child
+process in time; each command stays under about 5 minutes on the 2-core machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import math
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from bench.generate import generate, write_manifests
 from bench.harness import admin, emulator
@@ -102,58 +110,207 @@ def run_measured(
     }
 
 
-def summary(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} (min {min(values):.2f}, max {max(values):.2f})"
+def summary(values: list[float], digits: int = 2) -> str:
+    return (
+        f"{statistics.median(values):.{digits}f} (min {min(values):.{digits}f}, max {max(values):.{digits}f})"
+    )
+
+
+def ratio(values: list[float], floors: list[float]) -> str:
+    """Median of the run-by-run ratios (each run against the floor measured next to it)."""
+    ratios = [v / f for v, f in zip(values, floors, strict=True)]
+    return f"{summary(ratios)}x"
+
+
+_BARE_PARSE = (
+    "import sys, time, yaml\nfrom pathlib import Path\n"
+    "files = sorted(p for p in Path(sys.argv[1]).rglob('*.y*ml'))\n"
+    "t = time.perf_counter()\n"
+    "for f in files:\n    list(yaml.load_all(f.read_text(encoding='utf-8'), Loader=yaml.CSafeLoader))\n"
+    "print(time.perf_counter() - t)"
+)
+
+
+def bare_parse(folder: Path) -> float:
+    """The floor for loading: libyaml (PyYAML's CSafeLoader) parsing the same files into plain
+    data in a fresh process, nothing else (no positions, no models, no rules)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _BARE_PARSE, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return float(done.stdout.strip())
 
 
 # --- scenarios -------------------------------------------------------------------------------------
 
 
-def bench_plan(n: int, latency_ms: float, runs: int, changed: float = 0.0) -> dict[str, Any]:
+PER_FILE = 50  # documents per manifest file: 10,000 resources are 200 files
+
+
+def _changed(documents: list[dict[str, Any]], share: float) -> list[dict[str, Any]]:
+    """The documents with every tenth (up to ``share`` of them) given a new label."""
+    desired = [dict(d) for d in documents]
+    for i in range(int(len(documents) * share)):
+        j = (i * 10) % len(documents)
+        meta = desired[j]["metadata"]
+        desired[j] = {**desired[j], "metadata": {**meta, "labels": {**meta["labels"], "rev": "2"}}}
+    return desired
+
+
+def _plan_runs(n: int, latency_ms: float, runs: int, changed: float) -> dict[str, Any]:
+    """Per run, in this order: the bare-parse floor, validate, plan cold (no cache), plan warm."""
     documents = generate(n)
+    out: dict[str, list[float]] = {k: [] for k in ("floor", "validate", "cold", "warm", "rss", "cpu", "req")}
+    exits: set[float] = set()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "reconciler.yaml").write_text("project: bench\nmanifests: [manifests]\n")
         with emulator(latency_ms, 100_000, root / "org.db") as url:
             load_live(url, documents, "bench")
-            desired = [dict(d) for d in documents]
-            for i in range(0, int(n * changed)):
-                j = (i * 10) % n  # every tenth resource
-                desired[j] = {
-                    **desired[j],
-                    "metadata": {
-                        **desired[j]["metadata"],
-                        "labels": {**desired[j]["metadata"]["labels"], "rev": "2"},
-                    },
-                }
-            write_manifests(desired, root / "manifests")
-            results, requests = [], []
+            write_manifests(_changed(documents, changed), root / "manifests", PER_FILE)
+            plan = ["plan", "--detailed-exitcode", "--parallelism", "16"]
             for _ in range(runs):
+                out["floor"].append(bare_parse(root / "manifests"))
+                out["validate"].append(run_measured(["validate"], url, root)["command_s"])
+                shutil.rmtree(root / ".reconciler", ignore_errors=True)  # cold: every file is new
                 before = requests_made(url)
-                results.append(
-                    run_measured(["plan", "--detailed-exitcode", "--parallelism", "16"], url, root)
-                )
-                requests.append(requests_made(url) - before + 1)  # + the token request (not counted there)
+                cold = run_measured(plan, url, root)
+                out["req"].append(requests_made(url) - before + 1)  # + the token request
+                warm = run_measured(plan, url, root)
+                out["cold"].append(cold["command_s"])
+                out["warm"].append(warm["command_s"])
+                out["rss"].append(max(cold["rss_mb"], warm["rss_mb"]))
+                out["cpu"].append(cold["cpu_s"])
+                exits |= {cold["exit"], warm["exit"]}
+    return {**out, "exits": sorted(exits)}
+
+
+def bench_plan(n: int, latency_ms: float, runs: int, changed: float = 0.0) -> dict[str, Any]:
+    r = _plan_runs(n, latency_ms, runs, changed)
     kinds = {"FunctionDefinition": 0, "ContextPolicy": 0, "Prompt": 0}
-    for d in documents:
+    for d in generate(n):
         kinds[d["kind"]] += 1
     pages = sum(math.ceil(c / PAGE) or 1 for c in kinds.values())
     return {
-        "scenario": f"plan N={n}, {int(changed * 100)}% changed, latency {latency_ms:g} ms",
-        "wall_s": summary([r["wall_s"] for r in results]),
-        "command_s": summary([r["command_s"] for r in results]),
-        "cpu_s": summary([r["cpu_s"] for r in results]),
-        "rss_mb": summary([r["rss_mb"] for r in results]),
-        "requests": statistics.median(requests),
-        "listing_pages": pages,
-        "floor_s": f"{2 * latency_ms / 1000:.2f} network (page 1, then the rest in parallel) + CPU",
-        "exit": sorted({r["exit"] for r in results}),
+        "scenario": f"plan N={n} in {math.ceil(n / PER_FILE)} files, {int(changed * 100)}% changed, "
+        f"latency {latency_ms:g} ms ({runs} runs)",
+        "floor: bare libyaml parse (s)": summary(r["floor"]),
+        "validate (s)": summary(r["validate"]),
+        "validate / floor": ratio(r["validate"], r["floor"]),
+        "plan cold, no cache (s)": summary(r["cold"]),
+        "plan cold / floor": ratio(r["cold"], r["floor"]),
+        "plan warm, nothing changed (s)": summary(r["warm"]),
+        "plan warm / floor": ratio(r["warm"], r["floor"]),
+        "plan cold CPU (s, both processes' share of the 2 cores)": summary(r["cpu"]),
+        "peak RSS (MB)": summary(r["rss"], 0),
+        "requests": statistics.median(r["req"]),
+        "listing pages": pages,
+        "network floor (s)": f"{2 * latency_ms / 1000:.2f} (page 1, then the rest in parallel)",
+        "exit codes": r["exits"],
     }
 
 
+def bench_scaling(sizes: tuple[int, ...] = (1000, 5000, 10_000, 20_000), runs: int = 3) -> dict[str, Any]:
+    """Plan (cold and warm) at growing N: the cost of each extra resource should stay flat."""
+    row: dict[str, Any] = {"scenario": f"scaling: plan in sync, latency 20 ms ({runs} runs each)"}
+    medians: dict[int, tuple[float, float, float]] = {}
+    for n in sizes:
+        r = _plan_runs(n, 20, runs, 0.0)
+        medians[n] = (
+            statistics.median(r["cold"]),
+            statistics.median(r["warm"]),
+            statistics.median(r["floor"]),
+        )
+        row[f"N={n}: floor / cold / warm (s), peak RSS (MB)"] = (
+            f"{medians[n][2]:.2f} / {summary(r['cold'])} / {summary(r['warm'])}, {max(r['rss']):.0f}"
+        )
+    for label, index in (("cold", 0), ("warm", 1), ("floor", 2)):
+        steps = []
+        for a, b in itertools.pairwise(sizes):
+            steps.append((medians[b][index] - medians[a][index]) / (b - a) * 1000)
+        spread = max(steps) / min(steps) if min(steps) > 0 else math.inf
+        row[
+            f"{label}: ms per extra resource, "
+            + ", ".join(f"{a // 1000}k->{b // 1000}k" for a, b in itertools.pairwise(sizes))
+        ] = ", ".join(f"{x:.3f}" for x in steps) + f" (max/min {spread:.2f})"
+    return row
+
+
+def _token(url: str) -> dict[str, str]:
+    token = httpx.post(f"{url}/oauth/token", data={"grant_type": "client_credentials"}, auth=CLIENT).json()
+    return {"Authorization": f"Bearer {token['access_token']}"}
+
+
+def seed_apply(url: str, documents: list[dict[str, Any]], suffix: str, parallelism: int) -> float:
+    """A seed-style apply: for each resource one GET then one conditional PUT, no plan, no journal;
+    ``parallelism`` 1 is the sequential seed, more runs that many resources at a time."""
+    from reconciler.client.adapters import adapter_for
+    from reconciler.models import MANAGED_BY_LABEL, Kind
+
+    adapter = adapter_for(Kind.FUNCTION_DEFINITION)
+
+    async def one(http: httpx.AsyncClient, gate: asyncio.Semaphore, doc: dict[str, Any]) -> None:
+        name = doc["metadata"]["name"]
+        spec = {**doc["spec"], "description": doc["spec"]["description"] + suffix}
+        async with gate:
+            live = await http.get(adapter.item_path(name))
+            body = adapter.to_wire(name, spec, {MANAGED_BY_LABEL: "bench"})
+            await http.put(adapter.item_path(name), json=body, headers={"If-Match": live.headers["ETag"]})
+
+    async def run() -> float:
+        limits = httpx.Limits(max_connections=parallelism)
+        async with httpx.AsyncClient(base_url=url, headers=_token(url), timeout=60, limits=limits) as http:
+            gate = asyncio.Semaphore(parallelism)
+            started = time.perf_counter()
+            await asyncio.gather(*(one(http, gate, d) for d in documents))
+            return time.perf_counter() - started
+
+    return asyncio.run(run())
+
+
+def seed_plan(url: str, folder: Path, parallelism: int) -> float:
+    """A seed-style plan: every file through yaml.safe_load_all (no checks), then one GET per
+    resource and DeepDiff against it; ``parallelism`` resources at a time."""
+    from deepdiff import DeepDiff
+
+    from reconciler.client.adapters import adapter_for
+    from reconciler.models import Kind
+
+    async def one(http: httpx.AsyncClient, gate: asyncio.Semaphore, doc: dict[str, Any]) -> bool:
+        adapter = adapter_for(Kind(doc["kind"]))
+        async with gate:
+            live = (await http.get(adapter.item_path(doc["metadata"]["name"]))).json()
+        stored = adapter.from_wire({**live, "etag": '"x"'})
+        return bool(DeepDiff(adapter.with_server_defaults(doc["spec"]), stored.spec, ignore_order=True))
+
+    async def run() -> float:
+        limits = httpx.Limits(max_connections=parallelism)
+        async with httpx.AsyncClient(base_url=url, headers=_token(url), timeout=60, limits=limits) as http:
+            started = time.perf_counter()
+            docs = [d for f in sorted(folder.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
+            gate = asyncio.Semaphore(parallelism)
+            await asyncio.gather(*(one(http, gate, d) for d in docs if d))
+            return time.perf_counter() - started
+
+    return asyncio.run(run())
+
+
+def _functions(n: int) -> list[dict[str, Any]]:
+    return [d for d in generate(n * 3) if d["kind"] == "FunctionDefinition"][:n]
+
+
 def bench_apply(n: int, rate: int, latency_ms: float, runs: int, parallelism: int = 10) -> dict[str, Any]:
-    documents = [d for d in generate(n * 3) if d["kind"] == "FunctionDefinition"][:n]
-    walls, throttled, requests = [], [], []
+    """Ours, then (unless rate-limited) the two seed-style clients, against fresh emulators in
+    the same run, each run compared with the floor."""
+    documents = _functions(n)
+    unlimited = rate >= 100_000
+    walls: list[float] = []
+    seq: list[float] = []
+    par: list[float] = []
+    throttled, requests = [], []
     for run in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
@@ -164,7 +321,7 @@ def bench_apply(n: int, rate: int, latency_ms: float, runs: int, parallelism: in
                     {**d, "spec": {**d["spec"], "description": d["spec"]["description"] + f" r{run}"}}
                     for d in documents
                 ]
-                write_manifests(revised, root / "manifests")
+                write_manifests(revised, root / "manifests", PER_FILE)
                 before = admin(url, "GET", "stats")
                 result = run_measured(
                     ["apply", "--auto-approve", "--parallelism", str(parallelism)], url, root
@@ -173,51 +330,60 @@ def bench_apply(n: int, rate: int, latency_ms: float, runs: int, parallelism: in
                 walls.append(result["command_s"])
                 throttled.append(after["throttled"] - before["throttled"])
                 requests.append(after["total"] - before["total"])
-    floor = n / (rate / 60) if rate < 100_000 else n * latency_ms / 1000 / parallelism
-    return {
-        "scenario": f"apply N={n} updates, {rate}/min, latency {latency_ms:g} ms, parallelism {parallelism}",
-        "wall_s": summary(walls),
-        "floor_s": f"{floor:.1f}",
-        "vs_floor": f"{statistics.median(walls) / floor:.3f}x",
+                if unlimited:
+                    seq.append(seed_apply(url, documents, f" s{run}", 1))
+                    par.append(seed_apply(url, documents, f" p{run}", parallelism))
+    floor = n * latency_ms / 1000 / parallelism if unlimited else n / (rate / 60)
+    row: dict[str, Any] = {
+        "scenario": f"apply N={n} updates, {'no rate limit' if unlimited else f'{rate}/min'}, "
+        f"latency {latency_ms:g} ms, parallelism {parallelism} ({runs} runs)",
+        "ours (s)": summary(walls),
+        "floor (s)": f"{floor:.2f} = "
+        + (f"N x {latency_ms:g} ms / {parallelism}" if unlimited else f"N / {rate} per min"),
+        "ours / floor": f"{summary([w / floor for w in walls], 3)}x",
         "requests": statistics.median(requests),
-        "429s": statistics.median(throttled),
-        "429_share": f"{100 * statistics.median(throttled) / max(1, statistics.median(requests)):.2f}%",
+        "429s": f"{statistics.median(throttled):g} of {statistics.median(requests):g} requests",
     }
+    if unlimited:
+        row["seed-style sequential, GET+PUT each (s)"] = summary(seq)
+        row[f"seed-style, {parallelism} at a time (s)"] = summary(par)
+        row["seed sequential / ours"] = f"{summary([a / b for a, b in zip(seq, walls, strict=True)])}x"
+        row["seed parallel / ours"] = f"{summary([a / b for a, b in zip(par, walls, strict=True)])}x"
+    return row
 
 
-def bench_baseline(n: int, latency_ms: float, rate: int) -> dict[str, Any]:
-    """A seed-style client: for each resource, one GET then one PUT, sequentially."""
-    from reconciler.client.adapters import adapter_for
-    from reconciler.models import MANAGED_BY_LABEL, Kind
-
-    documents = [d for d in generate(n * 3) if d["kind"] == "FunctionDefinition"][:n]
-    with tempfile.TemporaryDirectory() as tmp, emulator(latency_ms, rate, Path(tmp) / "org.db") as url:
-        load_live(url, documents, "bench")
-        adapter = adapter_for(Kind.FUNCTION_DEFINITION)
-        token = httpx.post(
-            f"{url}/oauth/token", data={"grant_type": "client_credentials"}, auth=CLIENT
-        ).json()
-        headers = {"Authorization": f"Bearer {token['access_token']}"}
-        started = time.perf_counter()
-        with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
-            for doc in documents:
-                name = doc["metadata"]["name"]
-                live = http.get(adapter.item_path(name))
-                body = adapter.to_wire(
-                    name,
-                    {**doc["spec"], "description": doc["spec"]["description"] + " b"},
-                    {MANAGED_BY_LABEL: "bench"},
-                )
-                http.put(adapter.item_path(name), json=body, headers={"If-Match": live.headers["ETag"]})
-        wall = time.perf_counter() - started
+def bench_seed_plan(n: int, latency_ms: float, runs: int, parallelism: int = 16) -> dict[str, Any]:
+    """Our plan (cold and warm) against seed-style plans over the same N functions, same emulator."""
+    documents = _functions(n)
+    ours_cold, ours_warm, seq, par = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "reconciler.yaml").write_text("project: bench\nmanifests: [manifests]\n")
+        with emulator(latency_ms, 100_000, root / "org.db") as url:
+            load_live(url, documents, "bench")
+            write_manifests(documents, root / "manifests", PER_FILE)
+            plan = ["plan", "--detailed-exitcode", "--parallelism", str(parallelism)]
+            for _ in range(runs):
+                shutil.rmtree(root / ".reconciler", ignore_errors=True)
+                ours_cold.append(run_measured(plan, url, root)["command_s"])
+                ours_warm.append(run_measured(plan, url, root)["command_s"])
+                seq.append(seed_plan(url, root / "manifests", 1))
+                par.append(seed_plan(url, root / "manifests", parallelism))
     return {
-        "scenario": f"baseline apply N={n} (GET+PUT each, sequential), {rate}/min, latency {latency_ms:g} ms",
-        "wall_s": f"{wall:.2f}",
+        "scenario": f"plan N={n} functions in sync vs seed-style plans, latency {latency_ms:g} ms "
+        f"({runs} runs)",
+        "ours cold (s, includes ~0.5 s of imports)": summary(ours_cold),
+        "ours warm (s)": summary(ours_warm),
+        "seed-style sequential: GET + DeepDiff per resource (s)": summary(seq),
+        f"seed-style, {parallelism} at a time (s)": summary(par),
+        "seed sequential / ours cold": f"{summary([a / b for a, b in zip(seq, ours_cold, strict=True)])}x",
+        "seed parallel / ours cold": f"{summary([a / b for a, b in zip(par, ours_cold, strict=True)])}x",
+        "network floor, seed sequential (s)": f"{n * latency_ms / 1000:.2f} (N x latency)",
     }
 
 
 def bench_cpu(n: int, repeat: int = 3) -> dict[str, Any]:
-    """CPU per resource of normalize + diff (unchanged resources) and of rendering the plan."""
+    """CPU per resource of normalize + diff (unchanged and changed resources) and of rendering."""
     from reconciler.client.adapters import adapter_for
     from reconciler.diff import compare, desired_document, live_document
     from reconciler.models import MANAGED_BY_LABEL, MANIFEST_MODELS, Kind
@@ -247,6 +413,20 @@ def bench_cpu(n: int, repeat: int = 3) -> dict[str, Any]:
         for manifest, resource_live in zip(manifests, live, strict=True):
             compare(desired_document(manifest, "bench"), live_document(resource_live), resource_live.key.kind)
 
+    # Changed: a longer description (functions) or template (prompts) and a new label on each.
+    edited = []
+    for m in manifests:
+        doc = desired_document(m, "bench")
+        spec = dict(doc["spec"])
+        field = "template" if "template" in spec else "description" if "description" in spec else None
+        if field:
+            spec[field] = spec[field] + " (edited)"
+        edited.append({"spec": spec, "labels": {**doc["labels"], "rev": "2"}})
+
+    def diff_changed() -> None:
+        for doc, resource_live in zip(edited, live, strict=True):
+            compare(doc, live_document(resource_live), resource_live.key.kind)
+
     options = PlanOptions(project="bench")
     plan = make_plan(manifests, live, options, "")
     changed = [
@@ -258,6 +438,7 @@ def bench_cpu(n: int, repeat: int = 3) -> dict[str, Any]:
     return {
         "scenario": f"CPU per resource, N={n}",
         "normalize+diff unchanged (µs)": f"{timed(diff_all) * per:.1f}",
+        "normalize+diff changed: label + text field (µs)": f"{timed(diff_changed) * per:.1f}",
         "make_plan unchanged (µs)": f"{timed(lambda: make_plan(manifests, live, options, '')) * per:.1f}",
         "render text+json+md, all changed (µs)": f"{timed(lambda: (render_text(changed_plan), render_json(changed_plan), render_markdown(changed_plan))) * per:.1f}",  # noqa: E501
         "plan has changes": plan.has_changes,
@@ -279,45 +460,53 @@ def main(argv: list[str] | None = None) -> None:
     )
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("plan")
-    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--latency-ms", type=float, default=20)
     p.add_argument("--changed", type=float, default=0.0)
     p.add_argument("--runs", type=int, default=3)
+    s = sub.add_parser("scaling")
+    s.add_argument("--runs", type=int, default=3)
+    sp = sub.add_parser("seed-plan")
+    sp.add_argument("--n", type=int, default=1000)
+    sp.add_argument("--latency-ms", type=float, default=20)
+    sp.add_argument("--runs", type=int, default=3)
     a = sub.add_parser("apply")
     a.add_argument("--n", type=int, default=1000)
-    a.add_argument("--rate", type=int, default=300)
-    a.add_argument("--latency-ms", type=float, default=0)
-    a.add_argument("--runs", type=int, default=1)
+    a.add_argument("--rate", type=int, default=100_000)
+    a.add_argument("--latency-ms", type=float, default=20)
+    a.add_argument("--runs", type=int, default=3)
     c = sub.add_parser("cpu")
     c.add_argument("--n", type=int, default=1000)
-    b = sub.add_parser("baseline")
-    b.add_argument("--n", type=int, default=1000)
-    b.add_argument("--rate", type=int, default=100_000)
-    b.add_argument("--latency-ms", type=float, default=20)
     sub.add_parser("all")
     args = parser.parse_args(argv)
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {sys.platform}")
+    print(
+        f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {sys.platform}; "
+        f"load average at start {os.getloadavg()[0]:.2f}"
+    )
     match args.what:
         case "plan":
             print_table([bench_plan(args.n, args.latency_ms, args.runs, args.changed)])
+        case "scaling":
+            print_table([bench_scaling(runs=args.runs)])
+        case "seed-plan":
+            print_table([bench_seed_plan(args.n, args.latency_ms, args.runs)])
         case "apply":
             print_table([bench_apply(args.n, args.rate, args.latency_ms, args.runs)])
         case "cpu":
             print_table([bench_cpu(args.n)])
-        case "baseline":
-            print_table([bench_baseline(args.n, args.latency_ms, args.rate)])
-        case "all":
+        case "all":  # about 20 minutes: each part is one of the commands above
             for row in (
-                bench_cpu(1000),
-                bench_cpu(10_000),
-                bench_plan(1000, 20, 3),
-                bench_plan(1000, 20, 3, 0.1),
-                bench_plan(10_000, 20, 3),
-                bench_apply(1000, 100_000, 20, 3),
-                bench_baseline(1000, 20, 100_000),
-                bench_apply(1000, 300, 0, 1),
+                lambda: bench_cpu(1000),
+                lambda: bench_cpu(10_000),
+                lambda: bench_plan(10_000, 20, 3),
+                lambda: bench_plan(10_000, 20, 3, 0.1),
+                lambda: bench_scaling(),
+                lambda: bench_seed_plan(1000, 20, 3),
+                lambda: bench_apply(1000, 100_000, 20, 3),
+                lambda: bench_apply(300, 300, 0, 3),
             ):
-                print_table([row])
+                print_table([row()])
+    print(f"load average at end {os.getloadavg()[0]:.2f} (2 cores: above ~0.5 others were using them too)")
 
 
 if __name__ == "__main__":

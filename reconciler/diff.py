@@ -11,8 +11,8 @@ Normalization, so that an unchanged resource never shows a diff:
   and writes integral floats as integers (JSON does not tell ``1`` from ``1.0``);
 - ignoreDifferences pointers are removed from BOTH sides before comparing.
 
-Equality is decided by ``fingerprint`` first; DeepDiff runs only for resources whose fingerprints
-differ, because it costs ~100x more and most resources in a plan are unchanged.
+Equality is decided by ``fingerprint`` first; only resources whose fingerprints differ are walked
+to name their changed fields (``deep_diff``), and DeepDiff runs only on the lists that differ.
 """
 
 from __future__ import annotations
@@ -242,26 +242,66 @@ def _comparable(doc: Mapping[str, Any], kind: Kind, ignore: Sequence[str]) -> di
 # --- Comparison ---------------------------------------------------------------------------------
 
 
-def deep_diff(before: Any, after: Any) -> Any:
-    """DeepDiff's tree view of two canonical documents (a seam: tests count calls through it)."""
+def deep_diff(before: Any, after: Any) -> list[tuple[list[str | int], FieldChange]]:
+    """The leaves that differ between two canonical documents, each with its path as segments
+    (a seam: tests count calls through it).
+
+    A plain walk names changed, added and removed mapping entries and scalars (13 µs for a
+    changed resource, where DeepDiff took ~0.9 ms). Lists whose items differ are handed to
+    DeepDiff, whose sequence matching names inserted and removed items the way a reader expects
+    ([a, b, c] -> [a, c]: "[1] removed", not "[1] changed, [2] removed"); that is where it earns
+    its cost, and only the differing list is given to it.
+    """
+    found: list[tuple[list[str | int], FieldChange]] = []
+    _walk(before, after, [], found)
+    return found
+
+
+def _walk(
+    before: Any, after: Any, at: list[str | int], found: list[tuple[list[str | int], FieldChange]]
+) -> None:
+    if type(before) is not type(after):
+        found.append((at, FieldChange(pointers.join(at), before, after, "changed")))
+    elif isinstance(before, dict):
+        for key, value in before.items():
+            if key not in after:
+                where = [*at, key]
+                found.append((where, FieldChange(pointers.join(where), value, None, "removed")))
+            else:
+                _walk(value, after[key], [*at, key], found)
+        for key, value in after.items():
+            if key not in before:
+                where = [*at, key]
+                found.append((where, FieldChange(pointers.join(where), None, value, "added")))
+    elif isinstance(before, list):
+        if before != after:
+            found.extend(_list_changes(before, after, at))
+    elif before != after:
+        found.append((at, FieldChange(pointers.join(at), before, after, "changed")))
+
+
+def _list_changes(
+    before: list[Any], after: list[Any], at: list[str | int]
+) -> list[tuple[list[str | int], FieldChange]]:
     # threshold_to_diff_deeper=0: always name the leaves, never "this whole mapping changed"
     # (DeepDiff's default does that when few keys are shared, e.g. labels {} -> {a: b}).
-    return DeepDiff(before, after, view="tree", verbose_level=2, threshold_to_diff_deeper=0)
-
-
-def _field_changes(tree: Any) -> tuple[FieldChange, ...]:
+    tree = DeepDiff(before, after, view="tree", verbose_level=2, threshold_to_diff_deeper=0)
     changes = []
     for report, items in tree.items():
         kind = _REPORT_KINDS.get(report)
         if kind is None:  # set/attribute reports cannot occur in JSON documents
             continue
         for item in items:
-            segments = item.path(output_format="list")
-            before = None if kind == "added" else item.t1
-            after = None if kind == "removed" else item.t2
-            changes.append((segments, FieldChange(pointers.join(segments), before, after, kind)))
-    changes.sort(key=lambda c: [(0, s, "") if isinstance(s, int) else (1, 0, s) for s in c[0]])
-    return tuple(c for _, c in changes)
+            where = [*at, *item.path(output_format="list")]
+            old = None if kind == "added" else item.t1
+            new = None if kind == "removed" else item.t2
+            changes.append((where, FieldChange(pointers.join(where), old, new, kind)))
+    return changes
+
+
+def _field_changes(found: list[tuple[list[str | int], FieldChange]]) -> tuple[FieldChange, ...]:
+    ordered = sorted(found, key=lambda c: [(0, s, "") if isinstance(s, int) else (1, 0, s) for s in c[0]])
+    return tuple(c for _, c in ordered)
 
 
 def line_diff(before: str, after: str, name: str) -> str:

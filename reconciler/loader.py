@@ -6,7 +6,12 @@ are size-limited and must be UTF-8, and unknown fields are errors (a typo is nev
 Problems are collected across ALL files and raised together as one ``ManifestError``, the way
 Terraform collects diagnostics, so `validate` shows everything in one run.
 
-This module reads files and nothing else: no network, no clock.
+This module reads files and nothing else (no network, no clock), except the per-file cache of
+``load_checked``: a file whose bytes, variables and tool version were loaded and checked before
+is not parsed again. A cache entry is a result we computed, never an input we trust: it must
+carry the sha256 of its own payload and of the file's content, and its manifests go through
+pydantic again; anything else is ignored and recomputed. Entries are written to a temporary
+file and renamed into place, so concurrent runs see a whole entry or none.
 """
 
 from __future__ import annotations
@@ -14,12 +19,19 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import multiprocessing
+import os
 import re
+import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
+import orjson
 import yaml
 from pydantic import BaseModel, ValidationError
 
@@ -155,11 +167,20 @@ class _Builder:
         self.resolve: Callable[..., str] = loader.resolve
         self.anchors: dict[str, tuple[Any, int]] = {}  # anchor -> (value, nodes it stands for)
         self.nodes = 0
+        resolvers: dict[str | None, Any] = loader.yaml_implicit_resolvers
+        # A plain scalar whose first character starts no implicit type (bool, int, null, ...) is a
+        # string: most scalars in a manifest, and resolve() would try nothing for them anyway.
+        self.typed_starts = None if None in resolvers else frozenset(k for k in resolvers if k)
 
     def scalar(self, event: yaml.ScalarEvent) -> Any:
         tag = event.tag
         if tag is None or tag == "!":
-            tag = self.resolve(yaml.ScalarNode, event.value, event.implicit)
+            value: str = event.value
+            if not event.implicit[0] or (
+                value and self.typed_starts is not None and value[0] not in self.typed_starts
+            ):
+                return value  # quoted, or plain text that resolves to str
+            tag = self.resolve(yaml.ScalarNode, value, event.implicit)
         if tag == _STR_TAG:
             return event.value
         start: _Mark = event.start_mark
@@ -448,20 +469,335 @@ def collect_manifests(
     paths: Sequence[Path], variables: Mapping[str, str] | None = None
 ) -> tuple[ManifestSet, list[Problem]]:
     """The manifests that loaded, and the problems of those that did not."""
+    manifests, problems, _ = load_checked(paths, variables)
+    return manifests, problems
+
+
+# --- Loading file by file, with a cache ------------------------------------------------------
+
+# What one manifest's own checks find (``rules.check_alone``): a function of that manifest alone.
+LocalCheck = Callable[[LoadedManifest], list[Problem]]
+CACHE_FORMAT = 1
+# Cold loads of at least this many bytes are spread over processes (below it, starting them costs
+# more than it saves).
+PARALLEL_MIN_BYTES = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _FileOutcome:
+    """What one file gives on its own: its problems and manifests in the order they were met
+    (``events``: a Problem, or the index of a manifest in ``manifests``), and each manifest's own
+    problems (``alone``). Duplicates and references are decided across files, later."""
+
+    events: tuple[Problem | int, ...]
+    manifests: tuple[LoadedManifest, ...]
+    alone: tuple[tuple[Problem, ...], ...]
+
+
+class _LazyPositions(Mapping[str, tuple[int, int]]):
+    """The positions of a manifest that came from the cache: found by parsing its file again the
+    first time a problem needs one (rare: a cached file is one whose own checks ran already)."""
+
+    def __init__(self, file: str, text: str, variables: Mapping[str, str], document: int) -> None:
+        self._args = (file, text, variables, document)
+        self._positions: Mapping[str, tuple[int, int]] | None = None
+
+    def _load(self) -> Mapping[str, tuple[int, int]]:
+        if self._positions is None:
+            file, text, variables, document = self._args
+            found: Mapping[str, tuple[int, int]] = {}
+            for i, (_, doc, _) in enumerate(parse_documents(file, text, variables, [])):
+                if i == document:
+                    found = doc.positions
+                    break
+            self._positions = found
+        return self._positions
+
+    def __getitem__(self, key: str) -> tuple[int, int]:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+def _load_file(
+    file: str, text: str, variables: Mapping[str, str], check_alone: LocalCheck | None
+) -> tuple[_FileOutcome, list[tuple[dict[str, Any], int]]]:
+    """Parse and check one file; also each manifest's data and document index (for the cache)."""
     problems: list[Problem] = []
-    loaded: list[LoadedManifest] = []
-    seen: dict[ResourceKey, Source] = {}
-    digest = hashlib.sha256(json.dumps(sorted((variables or {}).items())).encode())
-    for file in _manifest_files(paths, problems):
-        text = _read(file, problems)
-        if text is None:
+    events: list[Problem | int] = []
+    manifests: list[LoadedManifest] = []
+    recorded: list[tuple[dict[str, Any], int]] = []
+
+    def flush() -> None:
+        events.extend(problems)
+        problems.clear()
+
+    for index, (data, doc, source) in enumerate(parse_documents(file, text, variables, problems)):
+        manifest = _manifest(data, doc, problems)
+        flush()
+        if manifest is None:
             continue
-        digest.update(f"\0{file.as_posix()}\0".encode() + text.encode())
-        for data, doc, source in parse_documents(str(file), text, variables or {}, problems):
-            manifest = _manifest(data, doc, problems)
-            if manifest is None:
+        events.append(len(manifests))
+        manifests.append(LoadedManifest(manifest, source, doc.positions))
+        recorded.append((data, index))
+    flush()
+    alone = tuple(tuple(check_alone(m)) if check_alone else () for m in manifests)
+    return _FileOutcome(tuple(events), tuple(manifests), alone), recorded
+
+
+def _payload(outcome: _FileOutcome, recorded: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+    """A file's outcome as JSON data, without its file name (a renamed file hits the cache)."""
+
+    def problem(p: Problem) -> list[Any]:
+        return [p.line, p.col, p.message, p.field]
+
+    return {
+        "events": [e if isinstance(e, int) else problem(e) for e in outcome.events],
+        "manifests": [
+            {"data": data, "document": index, "at": [m.source.line, m.source.col]}
+            for m, (data, index) in zip(outcome.manifests, recorded, strict=True)
+        ],
+        "alone": [[problem(p) for p in own] for own in outcome.alone],
+    }
+
+
+def _from_payload(payload: Any, file: str, text: str, variables: Mapping[str, str]) -> _FileOutcome:
+    """The outcome a payload describes; raises (KeyError, TypeError, ValueError, pydantic's
+    ValidationError) on anything malformed: the caller then ignores the entry."""
+
+    def problem(p: list[Any]) -> Problem:
+        line, col, message, at = p
+        if not (isinstance(line, int) and isinstance(col, int) and isinstance(message, str)):
+            raise TypeError("malformed problem")
+        return Problem(file, line, col, message, str(at))
+
+    manifests = []
+    for entry in payload["manifests"]:
+        data, document, (line, col) = entry["data"], entry["document"], entry["at"]
+        model = MANIFEST_MODELS[Kind(data["kind"])]
+        if data.get("apiVersion") != API_VERSION or not isinstance(document, int):
+            raise ValueError("malformed manifest")
+        manifest: Manifest = model.model_validate(data)
+        source = Source(file, int(line), int(col))
+        manifests.append(LoadedManifest(manifest, source, _LazyPositions(file, text, variables, document)))
+    events: list[Problem | int] = []
+    for event in payload["events"]:
+        if isinstance(event, int) and not isinstance(event, bool):
+            if not 0 <= event < len(manifests):
+                raise ValueError("malformed event")
+            events.append(event)
+        else:
+            events.append(problem(event))
+    alone = tuple(tuple(problem(p) for p in own) for own in payload["alone"])
+    if len(alone) != len(manifests) or sorted(e for e in events if isinstance(e, int)) != list(
+        range(len(manifests))
+    ):
+        raise ValueError("malformed outcome")
+    return _FileOutcome(tuple(events), tuple(manifests), alone)
+
+
+def _tool_version() -> str:
+    """What the cached results depend on besides the file: this package's code (its top-level
+    modules, hashed, so an edited rule is never answered from an old cache) and the versions of
+    the libraries that parse and check."""
+    digest = hashlib.sha256(f"{CACHE_FORMAT}\0{sys.version}".encode())
+    for module in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(module.name.encode() + b"\0" + module.read_bytes())
+    for dist in (
+        "pydantic",
+        "pydantic-core",
+        "pyyaml",
+        "jinja2",
+        "jsonschema",
+        "jsonschema-rs",
+        "google-re2",
+    ):
+        try:
+            digest.update(f"\0{dist}={metadata.version(dist)}".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"\0{dist}=none".encode())
+    return digest.hexdigest()
+
+
+class _Cache:
+    """``.reconciler/cache/<key>.json``: one entry per (file content, variables, tool version)."""
+
+    def __init__(self, folder: Path, variables: Mapping[str, str], checked: bool) -> None:
+        self.folder = folder
+        self.salt = hashlib.sha256(
+            orjson.dumps(
+                [_tool_version(), sorted(variables.items()), checked], option=orjson.OPT_NON_STR_KEYS
+            )
+        ).hexdigest()
+
+    def path(self, content_sha: str) -> Path:
+        return self.folder / f"{hashlib.sha256((self.salt + content_sha).encode()).hexdigest()}.json"
+
+    def read(self, content_sha: str) -> Any:
+        """The payload stored for this content, or None (missing, corrupt, or not ours)."""
+        try:
+            raw = self.path(content_sha).read_bytes()
+        except OSError:
+            return None
+        head, _, body = raw.partition(b"\n")
+        if head != hashlib.sha256(body).hexdigest().encode():
+            return None  # truncated or damaged: its own checksum does not match
+        try:
+            entry = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if (
+            not isinstance(entry, dict)
+            or entry.get("content") != content_sha
+            or entry.get("salt") != self.salt
+        ):
+            return None
+        return entry.get("payload")
+
+    def write(self, content_sha: str, payload: dict[str, Any]) -> None:
+        """Best effort: a cache that cannot be written only makes the next run slower."""
+        body = orjson.dumps({"content": content_sha, "salt": self.salt, "payload": payload})
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".json")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+                os.replace(tmp, self.path(content_sha))  # atomic: readers see all of it or none
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError:
+            pass
+
+
+def _load_files(
+    jobs: list[tuple[str, str]],
+    variables: Mapping[str, str],
+    check_alone: LocalCheck | None,
+    cache_folder: Path | None,
+    salt: str | None,
+) -> list[tuple[_FileOutcome, dict[str, Any]]]:
+    """Parse and check files (in this process or a worker); write their cache entries."""
+    cache = None
+    if cache_folder is not None and salt is not None:
+        cache = _Cache.__new__(_Cache)
+        cache.folder, cache.salt = cache_folder, salt
+    out = []
+    for file, text in jobs:
+        outcome, recorded = _load_file(file, text, variables, check_alone)
+        payload = _payload(outcome, recorded)
+        if cache is not None:
+            cache.write(hashlib.sha256(text.encode()).hexdigest(), payload)
+        out.append((outcome, payload))
+    return out
+
+
+def _worker_load(
+    jobs: list[tuple[str, str]],
+    variables: Mapping[str, str],
+    check_alone: LocalCheck | None,
+    cache_folder: Path | None,
+    salt: str | None,
+) -> bytes:
+    """A worker's share, sent back as JSON (pickling pydantic models is slower to send and load)."""
+    return orjson.dumps([p for _, p in _load_files(jobs, variables, check_alone, cache_folder, salt)])
+
+
+def _load_all(
+    jobs: list[tuple[str, str]],
+    variables: Mapping[str, str],
+    check_alone: LocalCheck | None,
+    cache: _Cache | None,
+) -> list[_FileOutcome]:
+    """Outcomes of files that were not in the cache, in order: spread over processes when there
+    is enough to do and more than one core (fork only: a spawned worker would import it all again)."""
+    folder, salt = (cache.folder, cache.salt) if cache else (None, None)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    size = sum(len(text) for _, text in jobs)
+    if cores < 2 or size < PARALLEL_MIN_BYTES or "fork" not in multiprocessing.get_all_start_methods():
+        return [o for o, _ in _load_files(jobs, variables, check_alone, folder, salt)]
+    # Split by size into one share per core; this process takes the first share itself.
+    shares: list[list[tuple[str, str]]] = [[] for _ in range(cores)]
+    bound, done, index = size / cores, 0, 0
+    for file, text in jobs:
+        shares[min(index, cores - 1)].append((file, text))
+        done += len(text)
+        if done >= bound * (index + 1):
+            index += 1
+    with ProcessPoolExecutor(cores - 1, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = [
+            pool.submit(_worker_load, share, variables, check_alone, folder, salt) for share in shares[1:]
+        ]
+        outcomes = [o for o, _ in _load_files(shares[0], variables, check_alone, folder, salt)]
+        for share, future in zip(shares[1:], futures, strict=True):
+            payloads = orjson.loads(future.result())
+            outcomes.extend(
+                _from_payload(payload, file, text, variables)
+                for (file, text), payload in zip(share, payloads, strict=True)
+            )
+    return outcomes
+
+
+def load_checked(
+    paths: Sequence[Path],
+    variables: Mapping[str, str] | None = None,
+    check_alone: LocalCheck | None = None,
+    cache_dir: Path | None = None,
+) -> tuple[ManifestSet, list[Problem], list[list[Problem]]]:
+    """The manifests that loaded, the problems of those that did not (with file:line:col), and
+    for each loaded manifest what ``check_alone`` found in it.
+
+    With ``cache_dir``, each file's outcome is remembered under the sha256 of its bytes, the
+    variables and the tool version; a later run with the same content reads it back instead of
+    parsing. Duplicates across files are decided here on every run, after the cache.
+    """
+    variables = dict(variables or {})
+    problems: list[Problem] = []
+    digest = hashlib.sha256(json.dumps(sorted(variables.items())).encode())
+    cache = _Cache(cache_dir, variables, check_alone is not None) if cache_dir is not None else None
+    texts: list[tuple[str, str]] = []
+    unreadable: dict[int, list[Problem]] = {}  # problems reading a file, reported in file order
+    for path in _manifest_files(paths, problems):
+        found: list[Problem] = []
+        text = _read(path, found)
+        if text is None:
+            unreadable.setdefault(len(texts), []).extend(found)
+            continue
+        digest.update(f"\0{path.as_posix()}\0".encode() + text.encode())
+        texts.append((str(path), text))
+    outcomes: dict[int, _FileOutcome] = {}
+    missing: list[int] = []
+    for i, (file, text) in enumerate(texts):
+        payload = cache.read(hashlib.sha256(text.encode()).hexdigest()) if cache else None
+        if payload is not None:
+            try:
+                outcomes[i] = _from_payload(payload, file, text, variables)
                 continue
-            key = key_of(manifest)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError, ValidationError):
+                pass  # not what we wrote: recompute, and overwrite it
+        missing.append(i)
+    if missing:
+        computed = _load_all([texts[i] for i in missing], variables, check_alone, cache)
+        outcomes.update(zip(missing, computed, strict=True))
+    loaded: list[LoadedManifest] = []
+    alone: list[list[Problem]] = []
+    seen: dict[ResourceKey, Source] = {}
+    for i in range(len(texts) + 1):
+        problems.extend(unreadable.get(i, ()))
+        if i == len(texts):
+            break
+        outcome = outcomes[i]
+        for event in outcome.events:
+            if isinstance(event, Problem):
+                problems.append(event)
+                continue
+            item = outcome.manifests[event]
+            key, source = key_of(item.manifest), item.source
             if key in seen:
                 first = seen[key]
                 problems.append(
@@ -475,8 +811,9 @@ def collect_manifests(
                 )
                 continue
             seen[key] = source
-            loaded.append(LoadedManifest(manifest, source, doc.positions))
-    return ManifestSet(tuple(loaded), digest.hexdigest()), problems
+            loaded.append(item)
+            alone.append(list(outcome.alone[event]))
+    return ManifestSet(tuple(loaded), digest.hexdigest()), problems, alone
 
 
 def _manifest(data: dict[str, Any], doc: _Document, problems: list[Problem]) -> Manifest | None:
@@ -507,11 +844,11 @@ def _manifest(data: dict[str, Any], doc: _Document, problems: list[Problem]) -> 
         )
         return None
     model = MANIFEST_MODELS[Kind(kind)]
-    found = validation_problems(model, data, doc)
-    if found:
-        problems.extend(found)
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        problems.extend(validation_problems(model, data, doc))
         return None
-    return model.model_validate(data)
 
 
 def _secret_problems(data: Any, doc: _Document, path: str = "") -> Iterator[Problem]:

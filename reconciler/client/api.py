@@ -16,12 +16,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 
-from reconciler.client.adapters import adapter_for
+from reconciler.client.adapters import adapter_for, flow_inputs_from
 from reconciler.client.http import HttpSession
-from reconciler.errors import ApiError, ApiErrorInfo, NotFoundError, TransportError
+from reconciler.errors import ApiError, ApiErrorInfo, NotFoundError, RenderError, TransportError
 from reconciler.models import Kind, LiveResource
 
+# The OAuth scopes a token asks for: reading (plan, drift, export, render, metrics) needs the
+# kinds' read scopes and the context the live checks, previews and metrics read; writing (apply,
+# rollback) adds the kinds' write scopes. Named once here, next to the calls that need them.
+READ_SCOPES = frozenset(
+    {
+        *(adapter_for(kind).read_scope for kind in Kind),
+        "ai:llm:read",  # models and their capacity
+        "flow:read",  # flow inputs (live checks, attribute typing)
+        "conversation:view",  # render --conversation-id
+        "analytics:conversations:view",  # metrics, the health gate, traffic in previews
+        "ai:metrics:read",  # the same: the LLM metrics of those conversations
+    }
+)
+WRITE_SCOPES = READ_SCOPES | {adapter_for(kind).write_scope for kind in Kind}
 PAGE_SIZE = 100  # the service's maximum: fewest round trips for a full listing
 ANALYTICS_PATH = "/api/v2/analytics/conversations/details/query"
 ANALYTICS_PAGE_SIZE = 200
@@ -44,6 +59,15 @@ def _instant(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _json(response: httpx.Response) -> Any:
+    """A response body as JSON: orjson (listings of 10,000 resources decode ~3x faster), and the
+    standard library for what orjson refuses (integers over 64 bits, NaN), so nothing changes."""
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return response.json()
+
+
 def _etag_of(response: httpx.Response, body: dict[str, Any]) -> str:
     return str(body.get("etag") or response.headers.get("ETag", ""))
 
@@ -53,7 +77,8 @@ class GatewayClient:
 
     def __init__(self, session: HttpSession, parallelism: int = 10) -> None:
         self.session = session
-        self._gate = asyncio.Semaphore(max(1, parallelism))
+        self.parallelism = max(1, parallelism)
+        self._gate = asyncio.Semaphore(self.parallelism)
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         async with self._gate:
@@ -64,7 +89,7 @@ class GatewayClient:
     async def list_raw(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every entity of a page-number listing: page 1 first, then the rest concurrently."""
         query = {**(params or {}), "pageSize": PAGE_SIZE, "pageNumber": 1}
-        first = (await self._call("GET", path, params=query)).json()
+        first = _json(await self._call("GET", path, params=query))
         entities: list[dict[str, Any]] = list(first.get("entities", []))
         page_count = int(first.get("pageCount") or 0)
         if not page_count and first.get("total"):
@@ -73,7 +98,7 @@ class GatewayClient:
             *(self._call("GET", path, params={**query, "pageNumber": n}) for n in range(2, page_count + 1))
         )
         for response in rest:
-            entities.extend(response.json().get("entities", []))
+            entities.extend(_json(response).get("entities", []))
         return entities
 
     async def list_kind(self, kind: Kind) -> list[LiveResource]:
@@ -102,7 +127,7 @@ class GatewayClient:
             response = await self._call("GET", adapter.item_path(live_id))
         except NotFoundError:
             return None
-        body = response.json()
+        body = _json(response)
         body.setdefault("etag", response.headers.get("ETag", ""))
         return adapter.from_wire(body), body
 
@@ -139,12 +164,21 @@ class GatewayClient:
         return found
 
     async def flow_inputs(self, flow_id: str) -> dict[str, str] | None:
-        """A flow's input names and data types, or None when the flow does not exist."""
+        """A flow's input names and data types, or None when the flow does not exist.
+
+        Read by ``client.adapters.flow_inputs_from``: the platform's ``inputSchema`` first, the
+        documents' ``inputDefinitions`` second. A body it cannot read is a bad response.
+        """
         try:
             flow = (await self._call("GET", f"/api/v2/flows/{flow_id}")).json()
         except NotFoundError:
             return None
-        return {str(d["name"]): str(d.get("dataType", "string")) for d in flow.get("inputDefinitions", [])}
+        try:
+            return flow_inputs_from(flow, f"flow {flow_id}")
+        except RenderError as exc:
+            raise TransportError(
+                ApiErrorInfo(200, "bad.response", str(exc), method="GET", url=f"/api/v2/flows/{flow_id}")
+            ) from None
 
     async def conversation(self, conversation_id: str) -> dict[str, Any]:
         response = await self._call("GET", f"/api/v2/conversations/{conversation_id}")
@@ -214,7 +248,7 @@ class GatewayClient:
         if create_only:
             headers["If-None-Match"] = "*"
         response = await self._call("PUT", adapter_for(kind).item_path(live_id), json=body, headers=headers)
-        stored = response.json()
+        stored = _json(response)
         return WriteResult(str(stored.get("id", live_id)), _etag_of(response, stored), stored)
 
     async def create_prompt(self, body: dict[str, Any]) -> WriteResult:

@@ -147,3 +147,18 @@ def test_one_rate_limiter_is_shared_by_all_requests(org: Org) -> None:
     # 120/min is 2 per second (less 3%): 8 concurrent requests take about 3.5 s, none throttled.
     assert asyncio.run(run()) >= 3.0
     assert org.admin("GET", "stats")["throttled"] == 0
+
+
+def test_a_token_asks_only_for_the_scopes_the_command_needs(org: Org) -> None:
+    """Least privilege: reading commands get read scopes only; apply and rollback add writes."""
+    from reconciler.client.api import READ_SCOPES, WRITE_SCOPES
+
+    async def granted(writes: bool) -> frozenset[str]:
+        async with open_client(connection(org.base_url), writes=writes) as client:
+            await client.live_state()
+            return client.session.tokens.granted
+
+    assert asyncio.run(granted(writes=False)) == READ_SCOPES
+    assert asyncio.run(granted(writes=True)) == WRITE_SCOPES
+    assert not any(scope.endswith(":write") for scope in READ_SCOPES)
+    assert "ai:llm:function-definition:write" in WRITE_SCOPES
