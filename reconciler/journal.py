@@ -20,6 +20,12 @@ finds the intents left without an outcome (``unfinished_intents``) and records w
 A hash chain cannot see a cut-off tail by itself, so every run prints its final head hash and
 ``verify(expect_head=...)`` fails when the journal no longer reaches that head.
 
+Storage is a seam (``JournalStore``): this module keeps records and chains, and the local file
+store; ``reconciler.journal_git`` keeps a journal on a git branch shared by many machines, where
+the one-writer lock is a lease written into the journal itself (``claim``/``release`` records,
+see ``current_lease``) and published records are pushed by compare-and-swap.
+``journal_git.open_store`` chooses between them from a location: a path, or ``git+URL#BRANCH``.
+
 Record data, by type:
   run_start     {actor, git_commit, plan_hash, environment, command}
   intent        {change_id, action, kind, name, method, path, etag_before, body}
@@ -27,6 +33,9 @@ Record data, by type:
                  etag_after, live_id, before, after, error, service_changed}
   notification  {url, event, delivered, http_status, attempts, error}
   run_end       {summary: {counts, p50_ms, p95_ms, success_rate}}
+  claim         {actor, command, environment, host, pid, cache, lease_s, broke}: a git journal's
+                writer takes the lease (``broke``: the lease it took over with --break-lock)
+  release       {}: the writer that claimed (same run_id) gives the lease back
 Bodies are redacted by the caller before they reach the journal.
 """
 
@@ -40,13 +49,14 @@ import os
 import secrets
 import subprocess
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import filelock
 
@@ -64,6 +74,10 @@ class RecordType(StrEnum):
     # {verdict, duration_s, window, baseline_window, prompts: [per prompt and variant: the numbers,
     #  the limits and which breached], action}: written by `apply --health-gate` after the run.
     HEALTH_VERDICT = "health_verdict"
+    # The lease of a shared (git) journal: who writes it now. Not runs: `journal list` shows a
+    # claim only when it took over another run's lease.
+    CLAIM = "claim"
+    RELEASE = "release"
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,82 @@ class VerifyReport:
     head: str
     problem: str = ""
     line: int = 0
+    details: tuple[str, ...] = ()  # what else was checked (a git journal: its branch history)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a shared journal: the last claim not released (or, in a journal written without
+    claims, the last run started and not ended). ``last`` is the time of the journal's last record,
+    every one of which its holder wrote: a lease is alive while its holder keeps writing."""
+
+    claim_id: str
+    actor: str
+    command: str
+    since: str
+    last: str
+    host: str = ""
+    cache: str = ""
+    runs: tuple[str, ...] = ()
+
+    @property
+    def run(self) -> str:
+        """The run to name to others: the latest run started under the lease, else the claim."""
+        return self.runs[-1] if self.runs else self.claim_id
+
+    def age(self, now: datetime) -> float:
+        try:
+            return (now - datetime.fromisoformat(self.last)).total_seconds()
+        except ValueError:
+            return float("inf")
+
+    def names(self, run_id: str) -> bool:
+        return run_id == self.claim_id or run_id in self.runs
+
+    def __str__(self) -> str:
+        return (
+            f"run {self.run} ({self.command}) of {self.actor}, started {self.since}"
+            f"{f' on {self.host}' if self.host else ''}, last written {self.last}"
+        )
+
+
+def current_lease(records: Iterable[JournalRecord]) -> Lease | None:
+    """The lease the journal's records say is held, whatever its age (pure)."""
+    held: Lease | None = None
+    claimed = False
+    last = ""
+    for record in records:
+        last = record.ts
+        data = record.data
+        if record.type is RecordType.CLAIM:
+            held, claimed = (
+                Lease(
+                    record.run_id,
+                    str(data.get("actor") or ""),
+                    str(data.get("command") or ""),
+                    record.ts,
+                    record.ts,
+                    str(data.get("host") or ""),
+                    str(data.get("cache") or ""),
+                ),
+                True,
+            )
+        elif record.type is RecordType.RELEASE and held is not None and held.claim_id == record.run_id:
+            held, claimed = None, False
+        elif record.type is RecordType.RUN_START:
+            if held is not None and claimed:
+                held = replace(held, runs=(*held.runs, record.run_id))
+            else:
+                actor, command = str(data.get("actor") or ""), str(data.get("command") or "")
+                held = Lease(record.run_id, actor, command, record.ts, record.ts, runs=(record.run_id,))
+        elif (
+            record.type is RecordType.RUN_END
+            and held is not None
+            and not claimed
+            and held.claim_id == record.run_id
+        ):
+            held = None
+    return replace(held, last=last) if held is not None else None
 
 
 def _digest(body: Mapping[str, Any]) -> str:
@@ -281,6 +371,16 @@ class JournalLock:
             return "another run (its details could not be read)"
 
 
+class Publisher(Protocol):
+    """Where a journal's records go beyond its local file (the git store pushes them)."""
+
+    def ready(self) -> None:
+        """Raise ``JournalError`` when no further record can be published (before each append)."""
+
+    def appended(self, record: JournalRecord) -> None:
+        """A record is durable in the local file (called after each append, from any thread)."""
+
+
 @dataclass
 class Journal:
     """An open journal. With ``writable``, appends are allowed (serialized by a lock, fsync'd one
@@ -289,6 +389,7 @@ class Journal:
     path: Path
     clock: Callable[[], datetime] = _utc_now
     writable: bool = False
+    publisher: Publisher | None = None
     set_aside: list[TornTail] = field(default_factory=list)
     skipped_tail: str = ""  # read-only: why the last line was not read (torn), if it was not
     _head: str = GENESIS
@@ -362,10 +463,21 @@ class Journal:
     def head(self) -> str:
         return self._head
 
+    def new_run_id(self) -> str:
+        return self.clock().strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+    def snapshot(self) -> tuple[bytes, str, int]:
+        """The bytes of every complete record, with the head hash and record count they end at."""
+        with self._lock:
+            if not self.path.exists():
+                return b"", self._head, self._seq
+            with self.path.open("rb") as handle:
+                return handle.read(self._end), self._head, self._seq
+
     def start_run(
         self, *, actor: str, environment: str, plan_hash: str, git_commit: str | None, command: str
     ) -> str:
-        run_id = self.clock().strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+        run_id = self.new_run_id()
         self.append(
             run_id,
             RecordType.RUN_START,
@@ -382,6 +494,8 @@ class Journal:
     def append(self, run_id: str, type: RecordType, data: Mapping[str, Any]) -> JournalRecord:
         if not self.writable:
             raise JournalError(f"{self.path} was opened for reading; only apply and rollback write to it")
+        if self.publisher is not None:
+            self.publisher.ready()
         with self._lock:
             body = {
                 "seq": self._seq,
@@ -415,7 +529,9 @@ class Journal:
                     "no further change is sent to the org (no audit, no write)"
                 ) from None
             self._head, self._seq, self._end = record.hash, self._seq + 1, self._end + len(encoded)
-            return record
+        if self.publisher is not None:
+            self.publisher.appended(record)
+        return record
 
     def records(self) -> Iterator[JournalRecord]:
         """The verified records (a skipped torn tail is not among them)."""
@@ -455,6 +571,10 @@ class Journal:
     def runs(self) -> list[RunSummary]:
         found: dict[str, dict[str, Any]] = {}
         for record in self.records():
+            if record.type is RecordType.RELEASE:
+                continue
+            if record.type is RecordType.CLAIM and not record.data.get("broke"):
+                continue  # a lease is not a run; one that took over a dead run's lease is shown
             entry = found.setdefault(
                 record.run_id,
                 {
@@ -466,7 +586,15 @@ class Journal:
                     "finished": False,
                 },
             )
-            if record.type is RecordType.RUN_START:
+            if record.type is RecordType.CLAIM:
+                broke = record.data.get("broke") or {}
+                entry.update(
+                    environment=record.data.get("environment") or "",
+                    actor=record.data.get("actor") or "",
+                    command=f"break-lock: took over the lease of run {broke.get('run_id')}",
+                    finished=True,
+                )
+            elif record.type is RecordType.RUN_START:
                 entry.update(
                     environment=record.data.get("environment") or "",
                     actor=record.data.get("actor") or "",
@@ -478,3 +606,80 @@ class Journal:
             elif record.type is RecordType.RUN_END:
                 entry["finished"] = True
         return [RunSummary(run_id, **entry) for run_id, entry in found.items()]
+
+
+# --- Storage ------------------------------------------------------------------------------------
+
+
+class JournalStore(Protocol):
+    """Where a journal is kept. ``reader`` opens it for reading (changing nothing anyone else
+    sees); ``writer`` holds the one-writer lock (or lease) for a whole command and yields the
+    journal to append to, published as the store publishes (at the latest when it closes)."""
+
+    @property
+    def path(self) -> Path:
+        """The local file the journal is read from and appended to."""
+
+    def describe(self) -> str:
+        """The location for messages (credentials never shown)."""
+
+    def reader(self) -> Journal: ...
+
+    def writer(
+        self,
+        *,
+        actor: str,
+        command: str,
+        environment: str,
+        timeout: float = 0.0,
+        break_lock: str | None = None,
+        say: Callable[[str], None] = lambda _: None,
+    ) -> AbstractContextManager[Journal]: ...
+
+    def verify(self, expect_head: str | None = None) -> VerifyReport: ...
+
+
+@dataclass(frozen=True)
+class LocalStore:
+    """A journal in one local file, its writers serialized by ``JournalLock``."""
+
+    file: Path
+
+    @property
+    def path(self) -> Path:
+        return self.file
+
+    def describe(self) -> str:
+        return str(self.file)
+
+    def reader(self) -> Journal:
+        return Journal(self.file)
+
+    @contextlib.contextmanager
+    def writer(
+        self,
+        *,
+        actor: str,
+        command: str,
+        environment: str,
+        timeout: float = 0.0,
+        break_lock: str | None = None,
+        say: Callable[[str], None] = lambda _: None,
+    ) -> Iterator[Journal]:
+        if break_lock is not None:
+            raise JournalError(
+                "--break-lock applies to a journal kept in git; a local journal's lock is "
+                "released by the operating system when its holder dies"
+            )
+        with JournalLock(self.file, actor=actor, command=command, timeout=timeout):
+            journal = Journal(self.file, writable=True)
+            for torn in journal.set_aside:
+                say(f"Warning: the journal's last line was torn ({torn}); it was set aside, not accepted.")
+            yield journal
+
+    def verify(self, expect_head: str | None = None) -> VerifyReport:
+        return verify(self.file, expect_head)
+
+
+def is_git_location(location: str) -> bool:
+    return location.startswith("git+")

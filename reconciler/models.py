@@ -288,6 +288,11 @@ class Environment(Model):
         description="apply watches the prompts it changed for this long (e.g. 10m) and rolls them "
         "back when they get worse (as --health-gate does; the option wins).",
     )
+    journal: str | None = Field(
+        default=None,
+        description="This environment's audit journal, overriding the project's: a local path or "
+        "git+URL#BRANCH (the file <environment>.jsonl on that branch).",
+    )
 
 
 def _pointers_into_spec(pointers: list[str]) -> list[str]:
@@ -331,7 +336,12 @@ class ProjectConfig(Model):
     ignore_differences: list[IgnoreDifferences] = Field(default_factory=list)
     sensitive: list[SensitiveFields] = Field(default_factory=list)
     webhooks: list[Webhook] = Field(default_factory=list)
-    journal: str = ".reconciler/journal.jsonl"
+    journal: str = Field(
+        default=".reconciler/journal.jsonl",
+        description="The audit journal: a local path (relative to this file), or git+URL#BRANCH to "
+        "keep it on a branch of a git repository shared by every machine that applies "
+        "(e.g. git+https://github.com/org/repo.git#reconciler-journal).",
+    )
 
 
 # --- Live state -----------------------------------------------------------------------------

@@ -284,7 +284,7 @@ def test_apply_is_serialized_per_environment_and_never_cancelled() -> None:
     assert callers["prod"]["needs"] == "staging"
     for name in ("staging", "prod"):
         assert callers[name]["with"]["environment"] == name
-        assert callers[name]["permissions"] == {"contents": "read"}
+        assert callers[name]["permissions"] == {"contents": "write"}
         assert callers[name]["concurrency"]["cancel-in-progress"] is False
 
 

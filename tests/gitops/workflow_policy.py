@@ -48,6 +48,8 @@ PURPOSES: Mapping[str, Mapping[str, str]] = {
     "pr-comment": {"contents": "read", "pull-requests": "write"},
     # Opens, updates, comments on and closes the drift issue.
     "drift-issue": {"contents": "read", "issues": "write"},
+    # Pushes the audit journal to the reconciler-journal branch (apply, rollback).
+    "journal-write": {"contents": "write"},
 }
 
 # "<workflow file name>:<job id>" -> purpose; every other job is "read".
@@ -55,6 +57,11 @@ JOB_PURPOSES: Mapping[str, str] = {
     "plan.yml:plan": "pr-comment",
     "plan.yml:fork-note": "none",
     "drift.yml:drift": "drift-issue",
+    "apply-environment.yml:apply": "journal-write",
+    "rollback.yml:rollback": "journal-write",
+    # They call apply-environment.yml, whose apply job can hold no more than they grant.
+    "apply.yml:staging": "journal-write",
+    "apply.yml:prod": "journal-write",
 }
 
 # Scopes of GITHUB_TOKEN (https://docs.github.com/actions/using-jobs/assigning-permissions-to-jobs).
