@@ -92,6 +92,7 @@ class ApplyResult:
     outcomes: tuple[Outcome, ...]
     journal_head: str
     journal_failure: str = ""  # why the journal could not be written, when it could not
+    interrupted: bool = False  # stopped before every change was started (Ctrl-C)
 
     def count(self, status: Status) -> int:
         return sum(1 for o in self.outcomes if o.status is status)
@@ -100,7 +101,7 @@ class ApplyResult:
     def exit_code(self) -> int:
         # Changes are only skipped because something they depend on failed or conflicted, so
         # the cause decides: any failure is an error (1); otherwise conflicts make it 3.
-        if self.count(Status.FAILED) or self.journal_failure:
+        if self.count(Status.FAILED) or self.journal_failure or self.interrupted:
             return 1
         if self.count(Status.CONFLICT):
             return 3
@@ -119,6 +120,10 @@ class ApplyOptions:
     on_outcome: Callable[[Outcome], None] | None = None
     notify_transport: httpx.AsyncBaseTransport | None = None
     ignore: IgnoreRules = field(default_factory=IgnoreRules)
+    parallelism: int = 10  # writes in flight at once
+    # Set (by a first Ctrl-C) to send no new writes: those in flight finish and are journaled,
+    # the rest are skipped, and the run ends with its summary.
+    stop: asyncio.Event | None = None
 
 
 def _now() -> str:
@@ -159,6 +164,7 @@ class _Executor:
         self.notifications: list[asyncio.Task[None]] = []
         # Set when the journal cannot be written: no audit, no write. Nothing more is sent.
         self.journal_failure: JournalError | None = None
+        self.slots = asyncio.Semaphore(max(1, options.parallelism))
 
     async def run(self) -> list[Outcome]:
         await asyncio.gather(*(self._run_change(i, c) for i, c in enumerate(self.plan.changes)))
@@ -180,10 +186,14 @@ class _Executor:
                 names = ", ".join(str(b) for b in blockers)
                 outcome = Outcome(change, Status.SKIPPED, f"skipped: depends on {names}, which did not apply")
                 await self._journal_outcome(index, outcome)
-            elif self.journal_failure is not None:
-                outcome = Outcome(change, Status.FAILED, "not sent: the journal cannot be written")
             else:
-                outcome = await self._execute(index, change)
+                async with self.slots:  # a write starts only with a slot free, and only if not stopped
+                    if self.journal_failure is not None:
+                        outcome = Outcome(change, Status.FAILED, "not sent: the journal cannot be written")
+                    elif self.options.stop is not None and self.options.stop.is_set():
+                        outcome = Outcome(change, Status.SKIPPED, "not started: interrupted")
+                    else:
+                        outcome = await self._execute(index, change)
         except JournalError as exc:
             # The intent or the outcome could not be recorded: stop sending writes. A write that
             # was sent has an intent without outcome; the next run records what it finds.
@@ -460,12 +470,15 @@ async def apply_plan(
     written = [o for o in outcomes if o.change.action is not Action.NO_OP]
     summary = summarize([o.latency_ms for o in written if o.latency_ms], [o.status.value for o in written])
     failure = executor.journal_failure
+    interrupted = options.stop is not None and options.stop.is_set()
+    if interrupted:
+        summary["interrupted"] = True
     if failure is None:
         try:
             journal.append(run_id, RecordType.RUN_END, {"summary": summary})
         except JournalError as exc:
             failure = exc
-    return ApplyResult(run_id, tuple(outcomes), journal.head, str(failure) if failure else "")
+    return ApplyResult(run_id, tuple(outcomes), journal.head, str(failure) if failure else "", interrupted)
 
 
 async def record_unfinished(journal: Journal, client: GatewayClient, redactor: Redactor) -> list[str]:

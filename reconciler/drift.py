@@ -20,10 +20,10 @@ from reconciler.render import (
     COMMENT_LIMIT,
     HEADER_ROOM,
     PART_SEPARATOR,
-    line_pieces,
-    pack,
     fit_parts,
+    line_pieces,
     number_parts,
+    pack,
     part_budget,
 )
 

@@ -9,10 +9,11 @@ apply, drift, export, rollback) share it so they all see the org the same way.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,32 @@ import httpx
 from reconciler.client.api import GatewayClient
 from reconciler.client.connect import Connection, open_client, resolve
 from reconciler.errors import ConfigError, LiveCheckError
+from reconciler.journal import JournalStore, is_git_location
+from reconciler.journal_git import open_store
 from reconciler.loader import ManifestSet, load_project
 from reconciler.models import ContextPolicy, Environment, ProjectConfig, Prompt, ResourceKey
 from reconciler.notify import WebhookTarget
 from reconciler.plan import IgnoreRules, Plan, PlanOptions, make_plan
 from reconciler.redact import Redactor, from_project
 from reconciler.rules import check_live, validate_manifests
+
+
+def user_cache_dir(purpose: str, project_dir: Path, environ: Mapping[str, str]) -> Path:
+    """A project's folder for ``purpose`` in the user's cache, never in the checkout: anything in
+    the checkout can come from a pull request, and a forged cache entry would plan manifests
+    other than git's, or a forged journal working copy publish records no run wrote."""
+    root = Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "reconciler" / purpose
+    return root / hashlib.sha256(str(project_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def manifest_cache_dir(project_dir: Path, environ: Mapping[str, str]) -> Path:
+    """Per-file results of loading and checking manifests (see ``user_cache_dir``)."""
+    return user_cache_dir("manifests", project_dir, environ)
+
+
+def journal_cache_dir(project_dir: Path, environ: Mapping[str, str]) -> Path:
+    """Working copies of journals kept in git (see ``user_cache_dir``)."""
+    return user_cache_dir("journal-git", project_dir, environ)
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,8 @@ class Workspace:
     journal_path: Path
     manifest_paths: tuple[Path, ...] = ()
     plan_key: bytes | None = None  # RECONCILER_PLAN_KEY: saved plans carry a MAC made with it
+    # Where the journal is kept (a local file, or a git branch); journal_path is its local file.
+    journal_store: JournalStore | None = None
 
     def relative_manifest_paths(self) -> tuple[str, ...]:
         """The manifest paths relative to the project root, as a saved plan records them."""
@@ -67,9 +90,13 @@ def embedded_transport(connection: Connection) -> httpx.AsyncBaseTransport | Non
     return httpx.ASGITransport(app=create_app(EmulatorConfig(db=str(connection.embedded_db))))
 
 
-def connect(connection: Connection, *, parallelism: int = 10) -> AbstractAsyncContextManager[GatewayClient]:
-    """``open_client`` for a command: the embedded emulator's transport supplied when needed."""
-    return open_client(connection, parallelism=parallelism, transport=embedded_transport(connection))
+def connect(
+    connection: Connection, *, parallelism: int = 10, writes: bool = False
+) -> AbstractAsyncContextManager[GatewayClient]:
+    """``open_client`` for a command: the embedded emulator's transport supplied when needed, a
+    token asking only for the scopes of reading, or of writing with ``writes``."""
+    transport = embedded_transport(connection)
+    return open_client(connection, parallelism=parallelism, transport=transport, writes=writes)
 
 
 def manifest_paths(
@@ -82,6 +109,18 @@ def manifest_paths(
     return [project_dir / p for p in configured]
 
 
+def journal_location(
+    project: ProjectConfig, project_dir: Path, env: Environment | None, given: str | None
+) -> str:
+    """Where the journal is: ``given`` (--journal, RECONCILER_JOURNAL), else the environment's
+    ``journal:``, else the project's. A local path in reconciler.yaml is relative to the project;
+    a git location (``git+URL#BRANCH``) is taken as it is."""
+    if given:
+        return given
+    configured = (env.journal if env is not None and env.journal else None) or project.journal
+    return configured if is_git_location(configured) else str(project_dir / configured)
+
+
 def open_workspace(
     env_name: str | None,
     paths: Sequence[str] = (),
@@ -89,22 +128,33 @@ def open_workspace(
     environ: Mapping[str, str] | None = None,
     project_file: Path | None = None,
     journal: str | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> Workspace:
-    """Load everything a command needs before it touches the network; raises on any problem."""
+    """Load everything a command needs before it touches the network; raises on any problem.
+    ``variables`` (from --var) override the environment's."""
     environ = os.environ if environ is None else environ
     project, found = load_project(project_file)
     project_dir = found.parent if found else Path(".")
     connection = resolve(project, env_name, environ)
+    if variables:
+        connection = replace(connection, variables={**connection.variables, **variables})
     env = project.environments.get(connection.environment)
     chosen = manifest_paths(project, project_dir, env, paths)
-    manifests = validate_manifests(chosen, connection.variables)
+    # Files unchanged since an earlier run are not parsed and checked again (rules.validate_manifests).
+    manifests = validate_manifests(
+        chosen, connection.variables, cache_dir=manifest_cache_dir(project_dir, environ)
+    )
     webhooks = tuple(
         WebhookTarget(w.url, environ.get(w.secret_env) if w.secret_env else None, w.timeout_seconds)
         for w in project.webhooks
     )
     plan_key = environ.get("RECONCILER_PLAN_KEY") or None
     secrets = [connection.credentials.client_secret, plan_key, *(w.secret for w in webhooks if w.secret)]
-    journal_path = Path(journal or environ.get("RECONCILER_JOURNAL") or project_dir / project.journal)
+    location = journal_location(project, project_dir, env, journal or environ.get("RECONCILER_JOURNAL"))
+    store = open_store(
+        location, environment=connection.environment, cache_root=journal_cache_dir(project_dir, environ)
+    )
+    journal_path = store.path
     return Workspace(
         project,
         project_dir,
@@ -115,6 +165,7 @@ def open_workspace(
         journal_path,
         tuple(chosen),
         plan_key.encode() if plan_key else None,
+        store,
     )
 
 

@@ -72,6 +72,12 @@ class Org:
         }
 
 
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest cache lives in the user's cache folder: keep the tests' out of ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("user-cache")))
+
+
 @pytest.fixture
 def org() -> Iterator[Org]:
     with running_emulator(EmulatorConfig(db=":memory:", rate_limit_per_minute=100_000, seed=1)) as url:

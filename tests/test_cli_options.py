@@ -47,3 +47,39 @@ def test_no_color_is_never_a_usage_error(org: Org, tmp_path: Path, monkeypatch: 
     result = CliRunner().invoke(main, ["plan"], env={**org.environ(), "NO_COLOR": "x"})
     assert result.exit_code == 0, result.output
     assert "+ FunctionDefinition/func-a" in result.output and "\x1b[" not in result.output
+
+
+def test_shell_completion_offers_environments_and_resources(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the example project
+
+    def complete(words: str) -> list[str]:
+        env = {
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1)),
+            "_RECONCILER_COMPLETE": "bash_complete",
+        }
+        result = CliRunner().invoke(main, [], env=env, prog_name="reconciler")
+        return [line.split(",", 1)[1] for line in result.output.splitlines() if "," in line]
+
+    assert complete("reconciler plan --env ") == ["local", "prod", "staging"]
+    assert complete("reconciler apply --target Prompt/b") == ["Prompt/billing-assistant"]
+    assert "apply" in complete("reconciler ap")
+
+
+def test_var_gives_variables_without_a_project_environment(
+    org: Org, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With GENESYS_BASE_URL and no project environment, --var is how ${team} gets a value."""
+    import shutil
+
+    shutil.copytree(Path(__file__).resolve().parents[1] / "manifests", tmp_path / "manifests")
+    (tmp_path / "reconciler.yaml").write_text("project: vars\nmanifests: [manifests]\n")
+    monkeypatch.chdir(tmp_path)
+    without = CliRunner().invoke(main, ["plan"], env=org.environ())
+    assert without.exit_code == 1 and "undefined variable ${team}" in without.output, without.output
+    given = ["--var", "team=cx", "--var", "supportEmail=help@example.com"]
+    result = CliRunner().invoke(main, ["plan", *given], env=org.environ())
+    assert result.exit_code == 0, result.output
+    assert '"team": "cx"' in result.output, result.output
+    bad = CliRunner().invoke(main, ["plan", "--var", "no-equals"], env=org.environ())
+    assert bad.exit_code == 2 and "expected NAME=VALUE" in bad.output

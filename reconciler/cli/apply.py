@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,7 @@ from reconciler.cli.options import (
     color_option,
     env_option,
     exclude_option,
+    given_variables,
     journal_option,
     lock_timeout_option,
     note,
@@ -24,13 +30,14 @@ from reconciler.cli.options import (
     run,
     target_option,
     use_color,
+    var_option,
 )
 from reconciler.cli.plan import show_plan
 from reconciler.client.adapters import adapter_for
 from reconciler.client.api import GatewayClient
 from reconciler.errors import ConfigError, PlanFileError, StalePlanError
 from reconciler.health import health_gate
-from reconciler.journal import Journal, JournalLock, detect_actor, detect_git_commit, write_step_summary
+from reconciler.journal import Journal, LocalStore, detect_actor, detect_git_commit, write_step_summary
 from reconciler.models import Kind, ResourceKey
 from reconciler.plan import Action, Change, Plan
 from reconciler.plan_json import SavedPlan, read_plan_file
@@ -153,6 +160,7 @@ def summary_line(result: ApplyResult, what: str = "Apply") -> str:
 async def execute(
     ws: Workspace, plan: Plan, client: GatewayClient, journal: Journal, command: str, plan_hash: str
 ) -> ApplyResult:
+    stop = asyncio.Event()
     options = ApplyOptions(
         redactor=ws.redactor,
         webhooks=ws.webhooks,
@@ -161,11 +169,47 @@ async def execute(
         command=command,
         on_outcome=progress,
         ignore=ignore_rules(ws.project),
+        parallelism=client.parallelism,
+        stop=stop,
     )
-    return await apply_plan(plan, client, journal, options, plan_hash=plan_hash)
+    with interrupt_stops(stop):
+        return await apply_plan(plan, client, journal, options, plan_hash=plan_hash)
+
+
+@contextlib.contextmanager
+def interrupt_stops(stop: asyncio.Event) -> Iterator[None]:
+    """While writing: a first Ctrl-C sends no new writes (those in flight finish and are
+    journaled, the run ends with its summary); a second exits at once. The journal stays
+    consistent either way: every record is fsync'd whole, and an intent left without an
+    outcome is recorded by the next run."""
+    loop = asyncio.get_running_loop()
+
+    def on_interrupt() -> None:
+        if stop.is_set():
+            note("Interrupted again: exiting now. The next apply records what became of writes in flight.")
+            os._exit(130)
+        stop.set()
+        note("Interrupted: no new writes; waiting for those in flight (Ctrl-C again to quit at once).")
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 def report(result: ApplyResult, what: str = "Apply") -> None:
+    if result.interrupted:
+        started = sum(1 for o in result.outcomes if o.message != "not started: interrupted")
+        note(
+            f"Interrupted after {started} of {len(result.outcomes)} change(s) (run {result.run_id}). "
+            "Run apply again to continue, or `reconciler rollback "
+            f"{result.run_id}` to undo what it changed."
+        )
     for outcome in result.outcomes:
         if outcome.status is Status.CONFLICT:
             note(f"Conflict: {outcome.message}")
@@ -177,16 +221,32 @@ def report(result: ApplyResult, what: str = "Apply") -> None:
     write_step_summary(result.journal_head, summary_line(result, what))
 
 
-def open_journal(ws: Workspace) -> Journal:
-    """The journal, for writing: call it holding its ``JournalLock``."""
-    journal = Journal(ws.journal_path, writable=True)
-    for torn in journal.set_aside:
-        note(f"Warning: the journal's last line was torn ({torn}); it was set aside, not accepted.")
-    return journal
+def open_journal(
+    ws: Workspace, command: str, timeout: float, break_lock: str | None = None
+) -> AbstractContextManager[Journal]:
+    """The journal, for writing, held for the whole command: a local file under its
+    ``JournalLock``, or a git branch under a lease claimed before the first write and released,
+    with every record pushed, at the end (see journal_git). Nothing is written to the org when
+    it cannot be opened (no audit, no write)."""
+    store = ws.journal_store or LocalStore(ws.journal_path)
+    return store.writer(
+        actor=detect_actor(),
+        command=command,
+        environment=ws.connection.environment,
+        timeout=timeout,
+        break_lock=break_lock,
+        say=note,
+    )
 
 
-def journal_lock(ws: Workspace, command: str, timeout: float) -> JournalLock:
-    return JournalLock(ws.journal_path, actor=detect_actor(), command=command, timeout=timeout)
+break_lock_option = click.option(
+    "--break-lock",
+    "break_lock",
+    metavar="RUN_ID",
+    envvar="RECONCILER_BREAK_LOCK",
+    help="A journal kept in git: take over the lease of RUN_ID, a run that died holding it "
+    "(the takeover is journaled).",
+)
 
 
 async def record_lost_outcomes(ws: Workspace, journal: Journal, client: GatewayClient) -> None:
@@ -197,6 +257,7 @@ async def record_lost_outcomes(ws: Workspace, journal: Journal, client: GatewayC
 @main.command("apply")
 @click.argument("source", nargs=-1, type=click.Path())
 @env_option
+@var_option
 @click.option(
     "--auto-approve", is_flag=True, envvar="RECONCILER_AUTO_APPROVE", help="Do not ask for confirmation (CI)."
 )
@@ -211,6 +272,7 @@ async def record_lost_outcomes(ws: Workspace, journal: Journal, client: GatewayC
 @parallelism_option
 @journal_option
 @lock_timeout_option
+@break_lock_option
 @click.option(
     "--health-gate",
     "health_gate_s",
@@ -241,6 +303,7 @@ def apply_command(
     parallelism: int,
     journal_path: str | None,
     lock_timeout: float,
+    break_lock: str | None,
     health_gate_s: float | None,
     on_inconclusive: str,
     no_color: bool,
@@ -260,13 +323,12 @@ def apply_command(
         saved = read_saved(plan_file, key.encode() if key else None)
         assert saved.origin is not None
     paths = saved.origin.paths if saved is not None and saved.origin is not None else source
-    ws = open_workspace(env_name, paths, journal=journal_path)
+    ws = open_workspace(env_name, paths, journal=journal_path, variables=given_variables())
     note(f"Applying to {ws.connection.description}.")
 
     async def go() -> ApplyResult | None:
-        with journal_lock(ws, "apply", lock_timeout):
-            journal = open_journal(ws)
-            async with connect(ws.connection, parallelism=parallelism) as client:
+        with open_journal(ws, "apply", lock_timeout, break_lock) as journal:
+            async with connect(ws.connection, parallelism=parallelism, writes=True) as client:
                 if saved is not None and plan_file is not None:
                     earlier = journal.applied_plan(saved.digest)
                     if earlier:
@@ -352,12 +414,14 @@ async def revision_plan(ws: Workspace, client: GatewayClient, prompt_name: str, 
 @click.option("--prompt", "prompt_name", metavar="NAME", help="Instead of a run: put this prompt back to...")
 @click.option("--revision", type=int, metavar="N", help="...this server-side revision (see its /versions).")
 @env_option
+@var_option
 @click.option(
     "--auto-approve", is_flag=True, envvar="RECONCILER_AUTO_APPROVE", help="Do not ask for confirmation (CI)."
 )
 @parallelism_option
 @journal_option
 @lock_timeout_option
+@break_lock_option
 @color_option
 def rollback_command(
     run_id: str | None,
@@ -368,6 +432,7 @@ def rollback_command(
     parallelism: int,
     journal_path: str | None,
     lock_timeout: float,
+    break_lock: str | None,
     no_color: bool,
 ) -> None:
     """Undo what run RUN_ID changed (see `reconciler journal list`), with the same locking;
@@ -377,12 +442,11 @@ def rollback_command(
     """
     if (run_id is None) == (prompt_name is None) or (prompt_name is None) != (revision is None):
         raise ConfigError("give a RUN_ID, or --prompt NAME with --revision N")
-    ws = open_workspace(env_name, journal=journal_path)
+    ws = open_workspace(env_name, journal=journal_path, variables=given_variables())
 
     async def go() -> ApplyResult | None:
-        with journal_lock(ws, "rollback", lock_timeout):
-            journal = open_journal(ws)
-            async with connect(ws.connection, parallelism=parallelism) as client:
+        with open_journal(ws, "rollback", lock_timeout, break_lock) as journal:
+            async with connect(ws.connection, parallelism=parallelism, writes=True) as client:
                 await record_lost_outcomes(ws, journal, client)
                 return await roll_back(ws, journal, client)
 

@@ -9,10 +9,12 @@ from reconciler.cli import main
 from reconciler.cli.options import (
     env_option,
     format_option,
+    given_variables,
     max_comments_option,
     note,
     parallelism_option,
     run,
+    var_option,
 )
 from reconciler.plan import make_plan
 from reconciler.workspace import connect, open_workspace, plan_options
@@ -21,6 +23,7 @@ from reconciler.workspace import connect, open_workspace, plan_options
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @env_option
+@var_option
 @format_option("text", "json", "markdown")
 @max_comments_option
 @parallelism_option
@@ -35,7 +38,7 @@ def drift(
 
     Exit codes: 0 no drift, 2 drift, 1 error.
     """
-    ws = open_workspace(env_name, paths)
+    ws = open_workspace(env_name, paths, variables=given_variables())
     note(f"Checking drift against {ws.connection.description}.")
     options = plan_options(ws, prune=True)
 

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from reconciler.cli import main
-from reconciler.cli.options import env_option, format_option, run
+from reconciler.cli.options import env_option, format_option, given_variables, run, var_option
 from reconciler.client.api import GatewayClient
 from reconciler.errors import UsageError
 from reconciler.metrics import (
@@ -87,6 +87,7 @@ def text_report(found: list[PromptMetrics], start: datetime, end: datetime, sinc
 @main.command("metrics")
 @click.argument("prompts", nargs=-1, metavar="[PROMPT]...")
 @env_option
+@var_option
 @click.option(
     "--since",
     "since_s",
@@ -104,7 +105,7 @@ def metrics_command(
     every prompt of the manifests), per prompt and per variant, over the last --since."""
     if since_s <= 0:
         raise UsageError("--since must be longer than 0s")
-    ws = open_workspace(env_name)
+    ws = open_workspace(env_name, variables=given_variables())
     names = prompts or tuple(
         m.manifest.metadata.name for m in ws.manifests.manifests if isinstance(m.manifest, Prompt)
     )

@@ -10,11 +10,15 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import click.shell_completion
 
-from reconciler.models import ResourceKey
+from reconciler.errors import ReconcilerError
+from reconciler.loader import collect_manifests, load_project
+from reconciler.models import ResourceKey, key_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -25,6 +29,14 @@ class ResourceKeyType(click.ParamType):  # type: ignore[type-arg]  # generic in 
 
     name = "KIND/NAME"
 
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[click.shell_completion.CompletionItem]:
+        """KIND/NAME of every manifest the project loads (best effort: nothing on a problem)."""
+        return [
+            click.shell_completion.CompletionItem(k) for k in _manifest_keys() if k.startswith(incomplete)
+        ]
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> ResourceKey:
         if isinstance(value, ResourceKey):
             return value
@@ -34,11 +46,37 @@ class ResourceKeyType(click.ParamType):  # type: ignore[type-arg]  # generic in 
             self.fail(str(exc), param, ctx)
 
 
+def _environment_names(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[click.shell_completion.CompletionItem]:
+    """Completion: the environments reconciler.yaml defines."""
+    try:
+        project, _ = load_project()
+    except ReconcilerError:
+        return []
+    return [
+        click.shell_completion.CompletionItem(n)
+        for n in sorted(project.environments)
+        if n.startswith(incomplete)
+    ]
+
+
+def _manifest_keys() -> list[str]:
+    try:
+        project, found = load_project()
+        root = found.parent if found else Path(".")
+        loaded, _ = collect_manifests([root / p for p in project.manifests])
+    except ReconcilerError:
+        return []
+    return sorted(str(key_of(m.manifest)) for m in loaded.manifests)
+
+
 env_option = click.option(
     "--env",
     "env_name",
     envvar="RECONCILER_ENV",
     metavar="NAME",
+    shell_complete=_environment_names,
     help="Environment of reconciler.yaml (default: embedded emulator).",
 )
 target_option = click.option(
@@ -74,9 +112,39 @@ journal_option = click.option(
     "--journal",
     "journal_path",
     envvar="RECONCILER_JOURNAL",
-    metavar="PATH",
-    help="Audit journal (default .reconciler/journal.jsonl).",
+    metavar="PATH|git+URL#BRANCH",
+    help="Audit journal: a file (default .reconciler/journal.jsonl) or a git branch (one file per "
+    "environment).",
 )
+
+
+_VARIABLES = "reconciler.variables"
+
+
+def _variable(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> None:
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not name.isidentifier():
+            raise click.BadParameter(f"expected NAME=VALUE, got {value!r}", ctx, param)
+        out[name] = text
+    ctx.meta[_VARIABLES] = out
+
+
+var_option = click.option(
+    "--var",
+    multiple=True,
+    metavar="NAME=VALUE",
+    expose_value=False,
+    callback=_variable,
+    help="A ${NAME} for the manifests (repeatable); overrides the environment's variables.",
+)
+
+
+def given_variables() -> dict[str, str]:
+    """The --var values of the running command (empty outside one)."""
+    ctx = click.get_current_context(silent=True)
+    return dict(ctx.meta.get(_VARIABLES, {})) if ctx is not None else {}
 
 
 max_comments_option = click.option(

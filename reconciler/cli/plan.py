@@ -16,12 +16,14 @@ from reconciler.cli.options import (
     env_option,
     exclude_option,
     format_option,
+    given_variables,
     max_comments_option,
     note,
     parallelism_option,
     run,
     target_option,
     use_color,
+    var_option,
 )
 from reconciler.client.api import GatewayClient
 from reconciler.errors import ApiError, ConfigError
@@ -105,6 +107,7 @@ def save_plan(ws: Workspace, plan: Plan, options: PlanOptions, org_id: str, path
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @env_option
+@var_option
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan (JSON).")
 @format_option("text", "json", "markdown")
 @max_comments_option
@@ -132,7 +135,7 @@ def plan(
     Exit codes: 0 no changes (or changes without --detailed-exitcode), 2 changes with
     --detailed-exitcode, 1 error.
     """
-    ws = open_workspace(env_name, paths)
+    ws = open_workspace(env_name, paths, variables=given_variables())
     note(f"Planning against {ws.connection.description}.")
     options = plan_options(ws, prune=prune, targets=targets, excludes=excludes)
 

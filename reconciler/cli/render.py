@@ -14,14 +14,14 @@ from typing import Any
 import click
 
 from reconciler.cli import main
-from reconciler.cli.options import env_option, format_option, run
+from reconciler.cli.options import env_option, format_option, given_variables, run, var_option
+from reconciler.client.adapters import flow_inputs_from
 from reconciler.errors import ConfigError, RenderError
 from reconciler.models import ContextPolicy, Kind, Prompt, ResourceKey
 from reconciler.previews import read_json, sample_flow_inputs, sample_model_capacity
 from reconciler.prompting import (
     ModelCapacity,
     build_prompt,
-    flow_inputs_from,
     model_capacity_from,
     token_table,
 )
@@ -55,6 +55,7 @@ def _find_prompt(ws: Workspace, name: str) -> tuple[Prompt, ContextPolicy | None
 @click.argument("prompt_name", metavar="PROMPT")
 @click.argument("paths", nargs=-1, type=click.Path())
 @env_option
+@var_option
 @click.option(
     "--conversation",
     "conversation_file",
@@ -113,7 +114,7 @@ def render(
     first). With --inspect-attributes: 0 with the report, whatever it finds.
     """
     # The prompt first: `render nope` is about the prompt, whatever else is missing.
-    ws = open_workspace(env_name, paths)
+    ws = open_workspace(env_name, paths, variables=given_variables())
     prompt, policy, prompt_dir = _find_prompt(ws, prompt_name)
     if inspect_attributes:
         if attributes_file is None:

@@ -9,12 +9,12 @@ from pathlib import Path
 import click
 
 from reconciler.cli import main
-from reconciler.cli.options import env_option, format_option
+from reconciler.cli.options import env_option, format_option, given_variables, var_option
 from reconciler.client.connect import chosen_environment
 from reconciler.errors import ManifestError, Problem
 from reconciler.loader import load_project
 from reconciler.rules import notes, validate_manifests
-from reconciler.workspace import manifest_paths
+from reconciler.workspace import manifest_cache_dir, manifest_paths
 
 
 def _escape_annotation(text: str) -> str:
@@ -45,6 +45,7 @@ def _print(problems: list[Problem], output_format: str) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @env_option
+@var_option
 @format_option("text", "json", "github")
 def validate(paths: tuple[str, ...], env_name: str | None, output_format: str) -> None:
     """Check manifests offline: YAML, schema, service rules, references, token budgets.
@@ -56,7 +57,9 @@ def validate(paths: tuple[str, ...], env_name: str | None, output_format: str) -
         _, environment = chosen_environment(project, env_name, os.environ)
         project_dir = found.parent if found else Path(".")
         targets = manifest_paths(project, project_dir, environment, paths)
-        manifests = validate_manifests(targets, environment.variables if environment else {})
+        variables = {**(environment.variables if environment else {}), **given_variables()}
+        cache = manifest_cache_dir(project_dir, os.environ)
+        manifests = validate_manifests(targets, variables, cache_dir=cache)
     except ManifestError as exc:
         _print(exc.problems, output_format)
         if output_format == "text":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from reconciler.client.api import GatewayClient
+from reconciler.client.api import READ_SCOPES, WRITE_SCOPES, GatewayClient
 from reconciler.client.http import Credentials, HttpSession, RateLimiter
 from reconciler.errors import ConfigError
 from reconciler.models import REGIONS, Environment, ProjectConfig
@@ -124,6 +124,7 @@ async def open_client(
     parallelism: int = 10,
     transport: httpx.AsyncBaseTransport | None = None,
     seed: int | None = None,
+    writes: bool = False,
 ) -> AsyncIterator[GatewayClient]:
     """A client for the connection, closed on exit. ``transport`` is the seam: the embedded
     emulator is passed in by the caller (the client never imports the service it talks to)."""
@@ -142,5 +143,6 @@ async def open_client(
             login_url=connection.login_url,
             limiter=RateLimiter(),
             rng=random.Random(seed),
+            scopes=WRITE_SCOPES if writes else READ_SCOPES,
         )
         yield GatewayClient(session, parallelism=parallelism)
