@@ -84,6 +84,20 @@ def org() -> Iterator[Org]:
         yield Org(url)
 
 
+def function_manifest(name: str, description: str = "Looks things up.", timeout_ms: int = 3000) -> str:
+    """A small FunctionDefinition manifest (one string parameter), the tests' common resource."""
+    return textwrap.dedent(f"""\
+        apiVersion: reconciler.genesys.cloud/v1
+        kind: FunctionDefinition
+        metadata: {{name: {name}}}
+        spec:
+          name: {name.replace("-", "_")}
+          description: "{description}"
+          timeoutMillis: {timeout_ms}
+          parameters: {{type: object, properties: {{q: {{type: string}}}}}}
+        """)
+
+
 def write_project(root: Path, manifests: str, project: str = "tests") -> Path:
     (root / "manifests").mkdir(parents=True, exist_ok=True)
     (root / "reconciler.yaml").write_text(f"project: {project}\nmanifests: [manifests]\n", encoding="utf-8")

@@ -26,19 +26,9 @@ from hypothesis.stateful import (
 from reconciler.cli import main
 from reconciler.emulator.config import EmulatorConfig
 from reconciler.emulator.server import running_emulator
-from tests.conftest import Org
+from tests.conftest import Org, function_manifest
 
 NAMES = ("func-a", "func-b", "func-c")
-MANIFEST = """\
-apiVersion: reconciler.genesys.cloud/v1
-kind: FunctionDefinition
-metadata: {{name: {name}}}
-spec:
-  name: {fn}
-  description: "{description}"
-  timeoutMillis: 1000
-  parameters: {{type: object, properties: {{q: {{type: string}}}}}}
-"""
 PATH = "/api/v2/ai/llm/function-definitions/"
 SEED = os.environ.get("RECONCILER_TEST_SEED")
 
@@ -69,7 +59,7 @@ class LostUpdates(RuleBasedStateMachine):
             os.chdir(cwd)
 
     def _desired(self, name: str, description: str) -> None:
-        text = MANIFEST.format(name=name, fn=name.replace("-", "_"), description=description)
+        text = function_manifest(name, description, timeout_ms=1000)
         (self.folder / "manifests" / f"{name}.yaml").write_text(text)
 
     @rule(name=st.sampled_from(NAMES), text=st.text("abcdefgh ", min_size=1, max_size=12))

@@ -22,18 +22,8 @@ from reconciler.cli import main
 from reconciler.emulator.config import EmulatorConfig
 from reconciler.emulator.server import running_emulator
 from reconciler.journal import Journal, JournalLock, RecordType, verify
-from tests.conftest import Org
+from tests.conftest import Org, function_manifest
 
-FUNCTION = """\
-apiVersion: reconciler.genesys.cloud/v1
-kind: FunctionDefinition
-metadata: {{name: {name}}}
-spec:
-  name: {fn}
-  description: "{description}"
-  timeoutMillis: 3000
-  parameters: {{type: object, properties: {{q: {{type: string}}}}}}
-"""
 PROMPT = """\
 apiVersion: reconciler.genesys.cloud/v1
 kind: Prompt
@@ -53,7 +43,7 @@ def write_manifests(root: Path, description: str = "Looks things up.", template:
     folder = root / "manifests"
     folder.mkdir(exist_ok=True)
     for i in range(3):
-        text = FUNCTION.format(name=f"func-{i}", fn=f"lookup_{i}", description=description)
+        text = function_manifest(f"func-{i}", description)
         (folder / f"func-{i}.yaml").write_text(text)
     (folder / "prompt.yaml").write_text(PROMPT.format(name="helper", template=template))
 
@@ -225,9 +215,7 @@ def test_a_plan_for_another_environment_is_refused(
 
 def test_a_plan_made_from_explicit_paths_applies(org: Org, project: Path) -> None:
     (project / "more").mkdir()
-    (project / "more" / "extra.yaml").write_text(
-        FUNCTION.format(name="func-extra", fn="extra", description="More.")
-    )
+    (project / "more" / "extra.yaml").write_text(function_manifest("func-extra", "More."))
     code, out = cli(org, "plan", "more", "-o", "extra.json")
     assert code == 0, out
     code, out = cli(org, "apply", "extra.json")
@@ -282,9 +270,7 @@ def test_eight_processes_applying_at_once_keep_one_chain(org: Org, project: Path
     """Each process applies its own target; they wait for the lock in turn and all land."""
     env = {**os.environ, **org.environ(), "RECONCILER_LOCK_TIMEOUT": "120"}
     for i in range(8):
-        (project / "manifests" / f"par-{i}.yaml").write_text(
-            FUNCTION.format(name=f"par-{i}", fn=f"par_{i}", description="Parallel.")
-        )
+        (project / "manifests" / f"par-{i}.yaml").write_text(function_manifest(f"par-{i}", "Parallel."))
     processes = [
         subprocess.Popen(
             [

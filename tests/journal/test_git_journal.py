@@ -24,20 +24,10 @@ from reconciler.errors import JournalError
 from reconciler.journal import Journal, RecordType, current_lease, verify
 from reconciler.journal_git import GitLocation, GitStore, redact
 from reconciler.workspace import journal_cache_dir
-from tests.conftest import Org
+from tests.conftest import Org, function_manifest
 
 BRANCH = "reconciler-journal"
 FN = "/api/v2/ai/llm/function-definitions"
-FUNCTION = """\
-apiVersion: reconciler.genesys.cloud/v1
-kind: FunctionDefinition
-metadata: {{name: {name}}}
-spec:
-  name: {fn}
-  description: "{description}"
-  timeoutMillis: 3000
-  parameters: {{type: object, properties: {{q: {{type: string}}}}}}
-"""
 IDENTITY = {
     "GIT_AUTHOR_NAME": "Audit Test",
     "GIT_AUTHOR_EMAIL": "audit@example.invalid",
@@ -80,7 +70,7 @@ def write_manifests(machine: Path, description: str, names: tuple[str, ...] = ("
     folder = machine / "manifests"
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
-        text = FUNCTION.format(name=f"func-{name}", fn=f"lookup_{name}", description=description)
+        text = function_manifest(f"func-{name}", description)
         (folder / f"func-{name}.yaml").write_text(text)
 
 
