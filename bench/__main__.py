@@ -45,7 +45,7 @@ PAGE = 100
 
 def load_live(url: str, documents: list[dict[str, Any]], project: str) -> None:
     """Put the documents in the org as an earlier apply would have (labelled as managed)."""
-    from reconciler.client.adapters import adapter_for
+    from reconciler.kinds import adapter_for
     from reconciler.models import MANAGED_BY_LABEL, Kind
 
     bodies: dict[str, list[dict[str, Any]]] = {
@@ -247,7 +247,7 @@ def _token(url: str) -> dict[str, str]:
 def seed_apply(url: str, documents: list[dict[str, Any]], suffix: str, parallelism: int) -> float:
     """A seed-style apply: for each resource one GET then one conditional PUT, no plan, no journal;
     ``parallelism`` 1 is the sequential seed, more runs that many resources at a time."""
-    from reconciler.client.adapters import adapter_for
+    from reconciler.kinds import adapter_for
     from reconciler.models import MANAGED_BY_LABEL, Kind
 
     adapter = adapter_for(Kind.FUNCTION_DEFINITION)
@@ -276,7 +276,7 @@ def seed_plan(url: str, folder: Path, parallelism: int) -> float:
     resource and DeepDiff against it; ``parallelism`` resources at a time."""
     from deepdiff import DeepDiff
 
-    from reconciler.client.adapters import adapter_for
+    from reconciler.kinds import adapter_for
     from reconciler.models import Kind
 
     async def one(http: httpx.AsyncClient, gate: asyncio.Semaphore, doc: dict[str, Any]) -> bool:
@@ -384,8 +384,8 @@ def bench_seed_plan(n: int, latency_ms: float, runs: int, parallelism: int = 16)
 
 def bench_cpu(n: int, repeat: int = 3) -> dict[str, Any]:
     """CPU per resource of normalize + diff (unchanged and changed resources) and of rendering."""
-    from reconciler.client.adapters import adapter_for
     from reconciler.diff import compare, desired_document, live_document
+    from reconciler.kinds import adapter_for
     from reconciler.models import MANAGED_BY_LABEL, MANIFEST_MODELS, Kind
     from reconciler.plan import PlanOptions, make_plan
     from reconciler.render import render_json, render_markdown, render_text

@@ -28,7 +28,6 @@ from typing import Any
 
 import httpx
 
-from reconciler.client.adapters import adapter_for
 from reconciler.client.api import GatewayClient, WriteResult
 from reconciler.diff import IgnoreRules, compare, fingerprint
 from reconciler.errors import (
@@ -40,6 +39,7 @@ from reconciler.errors import (
     TransportError,
 )
 from reconciler.journal import Journal, RecordType, summarize
+from reconciler.kinds import adapter_for
 from reconciler.models import Kind, LiveResource, ResourceKey
 from reconciler.notify import Event, WebhookTarget, deliver
 from reconciler.plan import Action, Change, Plan

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from deepdiff import DeepDiff
 
 from reconciler import pointers
-from reconciler.client.adapters import adapter_for
+from reconciler.kinds import adapter_for
 from reconciler.models import (
     MANAGED_BY_LABEL,
     NO_ADOPT_ANNOTATION,

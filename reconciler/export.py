@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from reconciler.client.adapters import DEFAULT_STRING_MAX_LENGTH
+from reconciler.kinds import DEFAULT_STRING_MAX_LENGTH
 from reconciler.models import (
     API_VERSION,
     MANAGED_BY_LABEL,

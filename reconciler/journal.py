@@ -42,12 +42,10 @@ Bodies are redacted by the caller before they reach the journal.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import hashlib
 import json
 import os
 import secrets
-import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -287,34 +285,6 @@ def summarize(latencies_ms: Sequence[float], statuses: Sequence[str]) -> dict[st
         "p95_ms": percentile(latencies_ms, 0.95),
         "success_rate": round(good / done, 4) if done else 1.0,
     }
-
-
-def detect_actor() -> str:
-    try:
-        return os.environ.get("GITHUB_ACTOR") or getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-def detect_git_commit() -> str | None:
-    if os.environ.get("GITHUB_SHA"):
-        return os.environ["GITHUB_SHA"]
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=2, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
-
-
-def write_step_summary(head: str, text: str) -> None:
-    """Add the run's summary and journal head to the GitHub step summary, when in Actions."""
-    target = os.environ.get("GITHUB_STEP_SUMMARY")
-    if not target:
-        return
-    with open(target, "a", encoding="utf-8") as handle:
-        handle.write(f"{text}\n\nJournal head: `{head}`\n")
 
 
 def _utc_now() -> datetime:

@@ -3,7 +3,7 @@
 Models here are frozen values with ``extra="forbid"`` so a typo in a manifest is an error, never
 silently ignored. Field names are snake_case in Python and camelCase in YAML (the alias).
 This module knows nothing about the wire: mapping spec <-> each endpoint's casing lives in the
-client's adapters (``reconciler.client.adapters``).
+per-kind wire mapping (``reconciler.kinds``).
 """
 
 from __future__ import annotations

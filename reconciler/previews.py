@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.client.adapters import flow_inputs_from
 from reconciler.errors import ConfigError, RenderError
+from reconciler.kinds import flow_inputs_from
 from reconciler.models import ContextPolicy, Kind, Prompt, ResourceKey
 from reconciler.plan import Action, Plan
 from reconciler.prompting import ModelCapacity, model_capacity_from, preview
@@ -41,7 +41,7 @@ def sample_flow_inputs(start: Path, flow_id: str | None) -> dict[str, str] | Non
     """``samples/flows/<flowId>.json`` in ``start`` or the nearest folder above it that has one:
     the flow's inputs as committed next to the manifests (the flow's body as the platform serves
     it, its ``inputSchema``, or the documents' ``inputDefinitions`` list), read by the same
-    ``client.adapters.flow_inputs_from`` as a live flow."""
+    ``kinds.flow_inputs_from`` as a live flow."""
     if not flow_id:
         return None
     for folder in (start, *start.parents):

@@ -16,10 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from reconciler.client.adapters import adapter_for
 from reconciler.diff import ResourceDiff, compare
 from reconciler.journal import JournalRecord, RecordType
-from reconciler.models import Kind, ResourceKey
+from reconciler.kinds import adapter_for
+from reconciler.models import Kind, LiveResource, ResourceKey
 from reconciler.plan import Action, Change, Plan
 from reconciler.redact import holds_redaction
 
@@ -132,3 +132,24 @@ def rollback_plan(
     return Plan(
         environment=environment, project=project, manifests_digest="", changes=tuple(changes)
     ), refused
+
+
+def revision_rollback_plan(
+    live: LiveResource, earlier_wire: Mapping[str, Any], revision: int, *, environment: str, project: str
+) -> Plan:
+    """A plan that puts a live prompt back to an earlier server-side revision (its /versions
+    entry, in wire form), with the diff shown before it is approved. Labels stay as they are."""
+    earlier = adapter_for(Kind.PROMPT).from_wire(dict(earlier_wire))
+    before = {"spec": live.spec, "labels": live.labels}
+    after = {"spec": earlier.spec, "labels": live.labels}
+    change = Change(
+        Action.ROLLBACK,
+        live.key,
+        before,
+        after,
+        rollback_diff(Kind.PROMPT, before, after),
+        f"back to server revision {revision}",
+        live.etag,
+        live.id,
+    )
+    return Plan(environment, project, "", (change,))

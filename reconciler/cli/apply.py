@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -33,17 +35,16 @@ from reconciler.cli.options import (
     var_option,
 )
 from reconciler.cli.plan import show_plan
-from reconciler.client.adapters import adapter_for
 from reconciler.client.api import GatewayClient
 from reconciler.errors import ConfigError, PlanFileError, StalePlanError
 from reconciler.health import health_gate
-from reconciler.journal import Journal, LocalStore, detect_actor, detect_git_commit, write_step_summary
-from reconciler.models import Kind, ResourceKey
+from reconciler.journal import Journal, LocalStore
+from reconciler.models import ResourceKey
 from reconciler.plan import Action, Change, Plan
 from reconciler.plan_json import SavedPlan, read_plan_file
 from reconciler.promise import bind_saved_plan
 from reconciler.render import redact_change
-from reconciler.rollback import rollback_plan
+from reconciler.rollback import revision_rollback_plan, rollback_plan
 from reconciler.workspace import (
     Workspace,
     connect,
@@ -52,6 +53,37 @@ from reconciler.workspace import (
     open_workspace,
     plan_options,
 )
+
+# --- who runs this, and where (journaled with every run) ------------------------------------
+
+
+def detect_actor() -> str:
+    try:
+        return os.environ.get("GITHUB_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def detect_git_commit() -> str | None:
+    if os.environ.get("GITHUB_SHA"):
+        return os.environ["GITHUB_SHA"]
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=2, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def write_step_summary(head: str, text: str) -> None:
+    """Add the run's summary and journal head to the GitHub step summary, when in Actions."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return
+    with open(target, "a", encoding="utf-8") as handle:
+        handle.write(f"{text}\n\nJournal head: `{head}`\n")
+
 
 SYMBOLS = {
     Status.APPLIED: "✓",
@@ -393,20 +425,9 @@ async def revision_plan(ws: Workspace, client: GatewayClient, prompt_name: str, 
         raise ConfigError(
             f"prompt {prompt_name!r} has no earlier revision {revision} (earlier revisions: {known})"
         )
-    earlier = adapter_for(Kind.PROMPT).from_wire(chosen[0])
-    before = {"spec": live.spec, "labels": live.labels}
-    after = {"spec": earlier.spec, "labels": live.labels}
-    change = Change(
-        Action.ROLLBACK,
-        live.key,
-        before,
-        after,
-        None,
-        f"back to server revision {revision}",
-        live.etag,
-        live.id,
+    return revision_rollback_plan(
+        live, chosen[0], revision, environment=ws.connection.environment, project=ws.project.project
     )
-    return Plan(ws.connection.environment, ws.project.project, "", (change,))
 
 
 @main.command("rollback")

@@ -12,7 +12,7 @@ from reconciler.cli import main
 
 @main.group()
 def emulator() -> None:
-    """The bundled Genesys Cloud LLM Gateway emulator (see API.md)."""
+    """The bundled Genesys Cloud LLM Gateway emulator (see docs/API.md)."""
 
 
 def _fail_rule(value: str) -> tuple[int, float]:

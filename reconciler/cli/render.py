@@ -15,8 +15,8 @@ import click
 
 from reconciler.cli import main
 from reconciler.cli.options import env_option, format_option, given_variables, run, var_option
-from reconciler.client.adapters import flow_inputs_from
 from reconciler.errors import ConfigError, RenderError
+from reconciler.kinds import flow_inputs_from
 from reconciler.models import ContextPolicy, Kind, Prompt, ResourceKey
 from reconciler.previews import read_json, sample_flow_inputs, sample_model_capacity
 from reconciler.prompting import (

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import orjson
 
-from reconciler.client.adapters import adapter_for, flow_inputs_from
 from reconciler.client.http import HttpSession
 from reconciler.errors import ApiError, ApiErrorInfo, NotFoundError, RenderError, TransportError
+from reconciler.kinds import adapter_for, flow_inputs_from
 from reconciler.models import Kind, LiveResource
 
 # The OAuth scopes a token asks for: reading (plan, drift, export, render, metrics) needs the
@@ -166,7 +166,7 @@ class GatewayClient:
     async def flow_inputs(self, flow_id: str) -> dict[str, str] | None:
         """A flow's input names and data types, or None when the flow does not exist.
 
-        Read by ``client.adapters.flow_inputs_from``: the platform's ``inputSchema`` first, the
+        Read by ``kinds.flow_inputs_from``: the platform's ``inputSchema`` first, the
         documents' ``inputDefinitions`` second. A body it cannot read is a bad response.
         """
         try:

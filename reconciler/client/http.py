@@ -5,7 +5,7 @@ expiry and once on a 401), ONE token bucket shared by all requests of a run that
 service's ``inin-ratelimit-*`` headers and ``Retry-After``, capped exponential backoff with full
 jitter, and the mapping of error responses to the typed exceptions in ``reconciler.errors``.
 
-What must not live here: anything about a particular kind (that is ``adapters``) or about what a
+What must not live here: anything about a particular kind (that is ``reconciler.kinds``) or about what a
 write means (that is ``apply``). Non-idempotent requests (POST) are never retried after the
 request may have reached the service; the caller decides, because only it can look up whether a
 lost create landed.

@@ -1,6 +1,6 @@
 """The Genesys Cloud LLM Gateway emulator: a real ASGI app that behaves like the service.
 
-It implements API.md strictly (OAuth client credentials with scopes, ETag/If-Match with 412 and
+It implements docs/API.md strictly (OAuth client credentials with scopes, ETag/If-Match with 412 and
 428, the Genesys error body with ININ-Correlation-Id on every error, page-number listings,
 per-token rate limits with Retry-After, server-side validation and defaults), persists in
 SQLite, and injects faults on demand (latency, error statuses, lost responses, slow bodies, and

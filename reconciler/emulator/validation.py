@@ -1,4 +1,4 @@
-"""The service's own checks and defaults on incoming bodies, as API.md describes them.
+"""The service's own checks and defaults on incoming bodies, as docs/API.md describes them.
 
 Written independently of ``reconciler.rules`` on purpose: the emulator is the other side of the
 wire, and sharing code with the client would hide exactly the disagreements it exists to catch.
@@ -118,7 +118,7 @@ class Catalog:
 
 
 def _known(body: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    # Unknown fields are ignored, not stored (API.md): a client typo is silently lost here.
+    # Unknown fields are ignored, not stored (docs/API.md): a client typo is silently lost here.
     return {k: body[k] for k in fields if k in body}
 
 

@@ -214,6 +214,8 @@ def test_prompt_rolls_back_to_a_server_side_revision(org: Org, project: Path) ->
     assert cli(org, "apply", "--auto-approve")[0] == 0
     code, out = cli(org, "rollback", "--prompt", "assistant", "--revision", "1", "--auto-approve")
     assert code == 0, out
+    # The approval shows the template going back, not only '< Prompt/assistant'.
+    assert "-Hello {{ name }}, what do you need?" in out and "+Hello {{ name }}, how can I help?" in out, out
     [prompt] = org.listing("/api/v2/ai/llm/prompts")
     assert prompt["template"] == "Hello {{ name }}, how can I help?" and prompt["revision"] == 3
     code, out = cli(org, "rollback", "--prompt", "assistant", "--revision", "9", "--auto-approve")

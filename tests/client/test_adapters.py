@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.client.adapters import adapter_for
+from reconciler.kinds import adapter_for
 from reconciler.models import Kind
 
 FUNCTION_SPEC: dict[str, Any] = {

@@ -22,9 +22,9 @@ import yaml
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.client.adapters import adapter_for
 from reconciler.emulator.config import DEFAULT_FIXTURES, EmulatorConfig
 from reconciler.emulator.server import running_emulator
+from reconciler.kinds import adapter_for
 from reconciler.loader import collect_manifests
 from reconciler.models import Kind
 from reconciler.rules import check_live

@@ -2,7 +2,7 @@
 
 Fixtures may carry either shape of a flow or a conversation; the emulator serves both (each
 derived from the other) and, with ``real_shapes_only``, the platform's alone. The client reads
-a flow's inputs from either (``client.adapters.flow_inputs_from``) to the same result.
+a flow's inputs from either (``kinds.flow_inputs_from``) to the same result.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.client.adapters import flow_inputs_from
 from reconciler.client.connect import Connection, open_client
 from reconciler.client.http import Credentials
 from reconciler.emulator.config import DEFAULT_FIXTURES, EmulatorConfig
 from reconciler.emulator.server import free_port, running_emulator
 from reconciler.errors import RenderError
+from reconciler.kinds import flow_inputs_from
 from reconciler.prompting import flatten_conversation
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, Org, run
 

@@ -16,7 +16,7 @@ import pytest
 
 from bench.generate import generate
 from reconciler import drift
-from reconciler.client.adapters import adapter_for
+from reconciler.kinds import adapter_for
 from reconciler.models import MANAGED_BY_LABEL, MANIFEST_MODELS, Kind, LiveResource
 from reconciler.plan import Plan, PlanOptions, make_plan
 from reconciler.render import COMMENT_LIMIT, PART_SEPARATOR, render_markdown

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter
 
-from reconciler.client.adapters import adapter_for
+from reconciler.kinds import adapter_for
 from reconciler.models import IgnoreDifferences, Kind, LiveResource, Manifest, ResourceKey
 from reconciler.plan import IgnoreRules, Plan, PlanOptions, make_plan
 from reconciler.rules import check_live

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from reconciler.cli import main
-from reconciler.client.adapters import adapter_for
+from reconciler.kinds import adapter_for
 from reconciler.loader import collect_manifests
 from reconciler.models import ContextPolicy, Kind, Prompt
 from reconciler.prompting import (

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.client.adapters import flow_inputs_from
+from reconciler.kinds import flow_inputs_from
 from reconciler.models import ContextPolicy, Prompt
 from reconciler.prompting import (
     RenderError,

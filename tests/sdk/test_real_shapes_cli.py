@@ -19,9 +19,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from reconciler.cli import main
-from reconciler.client.adapters import flow_inputs_from
 from reconciler.emulator.config import EmulatorConfig
 from reconciler.emulator.server import running_emulator
+from reconciler.kinds import flow_inputs_from
 from reconciler.prompting import inspect_attributes
 from tests.conftest import Org
 from tests.test_hostile_arguments import REPO, project_file

@@ -19,7 +19,7 @@ import PureCloudPlatformClientV2 as sdk
 import pytest
 from PureCloudPlatformClientV2.rest import ApiException
 
-from reconciler.client.adapters import flow_inputs_from
+from reconciler.kinds import flow_inputs_from
 from reconciler.prompting import flatten_conversation
 from tests.sdk.conftest import error_body, login, raw_body
 

@@ -3,7 +3,8 @@
 An adapter knows its kind's paths, scopes, id strategy (PUT-upsert with a client-assigned id, or
 POST-create with a server-assigned id and a unique name), wire casing <-> manifest casing, the
 fields the server manages, and the defaults the server fills in. If the real service differs
-from API.md in any of these, the change is confined to one class here.
+from docs/API.md in any of these, the change is confined to one class here. Flows (a real
+platform API, not one of our kinds) are read here too: their inputs are wire mapping as well.
 
 Adapters are pure (no I/O), so the planner may use them to apply server defaults to desired state.
 """
@@ -27,7 +28,7 @@ from reconciler.models import (
     ResourceKey,
 )
 
-# Length the service stores on a string parameter that declares no maxLength (API.md).
+# Length the service stores on a string parameter that declares no maxLength (docs/API.md).
 DEFAULT_STRING_MAX_LENGTH = 255
 
 IdStrategy = Literal["put", "post"]
