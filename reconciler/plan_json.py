@@ -190,6 +190,21 @@ class SavedPlan:
     has_mac: bool = False
 
 
+def looks_like_plan(path: Path) -> bool:
+    """Whether ``path`` is a saved plan rather than manifests: named .json, or by content whatever
+    its name (`plan -o tfplan` works): a file (not a folder) of JSON, not named as YAML."""
+    if path.suffix.lower() == ".json":
+        return True
+    if not path.is_file() or path.suffix.lower() in (".yaml", ".yml"):
+        return False
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64).lstrip()
+    except OSError:
+        return False
+    return head.startswith(b"{")
+
+
 def read_plan_file(path: Path, key: bytes | None = None) -> SavedPlan:
     """A saved plan file, read with a size limit; ``PlanFileError`` names what is wrong with it.
 

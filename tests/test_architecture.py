@@ -1,8 +1,8 @@
 """The one-way flow of docs/ARCHITECTURE.md, as a test over every import in the package.
 
 Pure core modules have ranks and import only lower ranks; the client imports only errors, models
-and the kinds' wire mapping; the emulator imports nothing of ours; the CLI is imported by nobody; nothing imports in a
-circle. Imports inside functions count too (they are still dependencies).
+and the kinds' wire mapping; the emulator imports nothing of ours; the CLI is imported by nobody;
+nothing imports in a circle. Imports inside functions count too (they are still dependencies).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -83,3 +84,24 @@ def test_var_gives_variables_without_a_project_environment(
     assert '"team": "cx"' in result.output, result.output
     bad = CliRunner().invoke(main, ["plan", "--var", "no-equals"], env=org.environ())
     assert bad.exit_code == 2 and "expected NAME=VALUE" in bad.output
+
+
+def test_apply_takes_a_plan_by_content_and_reports_json(
+    org: Org, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`plan -o myplan` then `apply myplan` (no .json) applies the plan; --format json gives one
+    object per change with its outcome; -v traces HTTP; --quiet keeps stderr to results."""
+    monkeypatch.chdir(write_project(tmp_path, FUNCTION))
+    assert CliRunner().invoke(main, ["plan", "-o", "myplan"], env=org.environ()).exit_code == 0
+    result = CliRunner().invoke(main, ["-v", "apply", "myplan", "--format", "json"], env=org.environ())
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["exit_code"] == 0 and document["run_id"] and document["command"] == "apply"
+    assert [(c["name"], c["action"], c["status"]) for c in document["changes"]] == [
+        ("func-a", "create", "applied")
+    ]
+    assert "http: PUT /api/v2/ai/llm/function-definitions/func-a -> 201" in result.stderr
+    assert "Authorization" not in result.stderr and "Bearer" not in result.stderr
+    quiet = CliRunner().invoke(main, ["--quiet", "plan"], env=org.environ())
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
+    assert "No changes" in quiet.stdout

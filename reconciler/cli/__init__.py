@@ -8,11 +8,15 @@ exit code, so a user's mistake never ends in a Python traceback.
 from __future__ import annotations
 
 import gc
+import logging
+import os
 import sys
 from typing import Any
 
 import click
 
+from reconciler.cli.options import QUIET
+from reconciler.client.http import TRACE
 from reconciler.errors import ManifestError, ReconcilerError
 
 GC_THRESHOLD = 35_000  # allocations between young collections (CPython's default: 700)
@@ -36,12 +40,32 @@ class ReconcilerGroup(click.Group):
 
 @click.group(cls=ReconcilerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="reconciler")
-def main() -> None:
+@click.option(
+    "--chdir",
+    type=click.Path(exists=True, file_okay=False),
+    metavar="DIR",
+    help="Work in DIR, as if started there (Terraform's -chdir).",
+)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Trace HTTP: method, path, status, latency, correlation id."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only results and errors on stderr; no progress lines.")
+@click.pass_context
+def main(ctx: click.Context, chdir: str | None, verbose: bool, quiet: bool) -> None:
     """Declarative GitOps for Genesys Cloud LLM Gateway configuration.
 
     Keep function definitions, prompts and context policies as YAML in git; `plan` shows what
     would change, `apply` changes exactly that, `drift` reports what changed outside git.
     """
+    if chdir:
+        os.chdir(chdir)
+    ctx.meta[QUIET] = quiet
+    if verbose:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("http: %(message)s"))
+        TRACE.addHandler(handler)
+        TRACE.setLevel(logging.DEBUG)
+        ctx.call_on_close(lambda: TRACE.removeHandler(handler))
     # A run builds a large heap of long-lived values (manifests, live state) and frees little:
     # with the default thresholds the collector walks that growing heap again and again (2.4 s
     # of an 8.4 s plan of 10,000 resources; cost per resource grew with N). Everything imported

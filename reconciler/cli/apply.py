@@ -29,10 +29,12 @@ from reconciler.cli.options import (
     lock_timeout_option,
     note,
     parallelism_option,
+    result_format_option,
     run,
     target_option,
     use_color,
     var_option,
+    wants_json,
 )
 from reconciler.cli.plan import show_plan
 from reconciler.client.api import GatewayClient
@@ -41,7 +43,7 @@ from reconciler.health import health_gate
 from reconciler.journal import Journal, LocalStore
 from reconciler.models import ResourceKey
 from reconciler.plan import Action, Change, Plan
-from reconciler.plan_json import SavedPlan, read_plan_file
+from reconciler.plan_json import SavedPlan, looks_like_plan, read_plan_file
 from reconciler.promise import bind_saved_plan
 from reconciler.render import redact_change
 from reconciler.rollback import revision_rollback_plan, rollback_plan
@@ -234,11 +236,40 @@ def interrupt_stops(stop: asyncio.Event) -> Iterator[None]:
         loop.remove_signal_handler(signal.SIGINT)
 
 
+def result_json(result: ApplyResult, what: str) -> str:
+    """The run as one JSON object: its id, head and exit code, and each change with its outcome."""
+    changes = [
+        {
+            "kind": o.change.key.kind.value,
+            "name": o.change.key.name,
+            "action": o.change.action.value,
+            "status": o.status.value,
+            "message": o.message,
+            "http_status": o.http_status or None,
+            "live_id": o.live_id or o.change.live_id,
+            "etag_after": o.etag_after,
+        }
+        for o in result.outcomes
+        if o.change.action is not Action.NO_OP
+    ]
+    document = {
+        "command": what.lower(),
+        "run_id": result.run_id,
+        "journal_head": result.journal_head,
+        "exit_code": result.exit_code,
+        "interrupted": result.interrupted,
+        "journal_failure": result.journal_failure or None,
+        "changes": changes,
+    }
+    return json.dumps(document, indent=2, sort_keys=True)
+
+
 def report(result: ApplyResult, what: str = "Apply") -> None:
     if result.interrupted:
-        started = sum(1 for o in result.outcomes if o.message != "not started: interrupted")
+        changes = [o for o in result.outcomes if o.change.action is not Action.NO_OP]
+        started = sum(1 for o in changes if o.message != "not started: interrupted")
         note(
-            f"Interrupted after {started} of {len(result.outcomes)} change(s) (run {result.run_id}). "
+            f"Interrupted after {started} of {len(changes)} change(s) (run {result.run_id}). "
             "Run apply again to continue, or `reconciler rollback "
             f"{result.run_id}` to undo what it changed."
         )
@@ -248,9 +279,12 @@ def report(result: ApplyResult, what: str = "Apply") -> None:
     if result.journal_failure:
         note(f"Error: {result.journal_failure}")
         note("Run apply again once the journal can be written: it records what became of every write.")
+    write_step_summary(result.journal_head, summary_line(result, what))
+    if wants_json():
+        click.echo(result_json(result, what))
+        return
     click.echo(summary_line(result, what))
     click.echo(f"Journal run {result.run_id}; journal head {result.journal_head}")
-    write_step_summary(result.journal_head, summary_line(result, what))
 
 
 def open_journal(
@@ -323,6 +357,7 @@ async def record_lost_outcomes(ws: Workspace, journal: Journal, client: GatewayC
     envvar="RECONCILER_ON_INCONCLUSIVE",
     help="What the health gate does when there was too little traffic to judge.",
 )
+@result_format_option
 @color_option
 def apply_command(
     source: tuple[str, ...],
@@ -348,7 +383,7 @@ def apply_command(
     Exit codes: 0 applied, 1 error, 3 conflict (something changed since the plan; nothing of
     theirs was overwritten), 4 the health gate failed and this run's prompt changes were rolled back.
     """
-    plan_file = Path(source[0]) if len(source) == 1 and source[0].endswith(".json") else None
+    plan_file = Path(source[0]) if len(source) == 1 and looks_like_plan(Path(source[0])) else None
     saved = None
     if plan_file is not None:
         key = os.environ.get("RECONCILER_PLAN_KEY")
@@ -373,7 +408,8 @@ def apply_command(
                     await record_lost_outcomes(ws, journal, client)
                     options = plan_options(ws, prune=prune, targets=targets, excludes=excludes)
                     the_plan = await make_live_plan(ws, client, options)
-                    show_plan(ws, the_plan, "text", use_color(no_color))
+                    if not wants_json():
+                        show_plan(ws, the_plan, "text", use_color(no_color))
                 if not the_plan.has_changes:
                     click.echo("No changes. Nothing to apply.")
                     return None
@@ -443,6 +479,7 @@ async def revision_plan(ws: Workspace, client: GatewayClient, prompt_name: str, 
 @journal_option
 @lock_timeout_option
 @break_lock_option
+@result_format_option
 @color_option
 def rollback_command(
     run_id: str | None,
@@ -486,7 +523,8 @@ def rollback_command(
             what = f"run {run_id}"
         for reason in refused:
             note(f"Cannot roll back {reason}")
-        show_plan(ws, the_plan, "text", use_color(no_color))
+        if not wants_json():
+            show_plan(ws, the_plan, "text", use_color(no_color))
         if not the_plan.has_changes:
             click.echo("Nothing to roll back.")
             return None

@@ -187,6 +187,35 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 
 
+QUIET = "reconciler.quiet"
+_JSON = "reconciler.json"
+
+
+def _output(ctx: click.Context, param: click.Parameter, value: str) -> None:
+    ctx.meta[_JSON] = value == "json"
+
+
+result_format_option = click.option(
+    "--format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    expose_value=False,
+    callback=_output,
+    help="How the result is printed: text, or one JSON object with every change's outcome.",
+)
+
+
+def wants_json() -> bool:
+    """Whether the running command prints its result as JSON (--format json)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(_JSON))
+
+
 def note(message: str) -> None:
-    """A line for the person at the terminal (stderr), kept out of machine-readable stdout."""
+    """A line for the person at the terminal (stderr), kept out of machine-readable stdout;
+    silent with --quiet."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.find_root().meta.get(QUIET):
+        return
     click.echo(message, err=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -205,6 +206,20 @@ class TokenSource:
         )
 
 
+# `-v` turns this logger on: one line per HTTP exchange. Method, path (no query string: it can
+# carry names), status, latency and the service's correlation id; never headers or bodies.
+TRACE = logging.getLogger("reconciler.http")
+
+
+def _trace(method: str, path: str, status: str, started: float, correlation: str) -> None:
+    if TRACE.isEnabledFor(logging.DEBUG):
+        ms = (time.perf_counter() - started) * 1000
+        where = str(path).split("?", 1)[0]
+        TRACE.debug(
+            "%s %s -> %s in %.0f ms%s", method, where, status, ms, f" ({correlation})" if correlation else ""
+        )
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
@@ -318,6 +333,7 @@ class HttpSession:
             token = await self.tokens.token()
             all_headers = {"Authorization": f"Bearer {token}", **extra, **(headers or {})}
             self.stats.requests += 1
+            started = time.perf_counter()
             try:
                 response = await self.http.request(
                     method,
@@ -328,10 +344,18 @@ class HttpSession:
                     headers=all_headers,
                 )
             except httpx.HTTPError as exc:
+                _trace(method, path, type(exc).__name__, started, "")
                 error: ApiError = TransportError(
                     ApiErrorInfo(0, "transport", _describe(exc), method=method, url=path)
                 )
             else:
+                _trace(
+                    method,
+                    path,
+                    str(response.status_code),
+                    started,
+                    response.headers.get("ININ-Correlation-Id", ""),
+                )
                 self.limiter.observe(response.headers)
                 if response.status_code < 400:
                     return response
