@@ -872,13 +872,25 @@ def _secret_problems(data: Any, doc: _Document, path: str = "") -> Iterator[Prob
             yield from _secret_problems(item, doc, f"{path}[{i}]")
 
 
+def find_project_file(start: Path) -> Path | None:
+    """The nearest reconciler.yaml in ``start`` or above it (relative when it is in ``start``)."""
+    if (start / PROJECT_FILE).is_file():
+        return Path(PROJECT_FILE)
+    for folder in start.parents:
+        if (folder / PROJECT_FILE).is_file():
+            return folder / PROJECT_FILE
+    return None
+
+
 def load_project(path: Path | None = None) -> tuple[ProjectConfig, Path | None]:
-    """reconciler.yaml (``path``, or ./reconciler.yaml when present; defaults otherwise)."""
+    """reconciler.yaml: ``path``, or the nearest one in this folder or a folder above it (as git
+    finds its repository, so commands work from any folder of the project); defaults otherwise.
+    Problems name the file as found (relative when it is in this folder)."""
     if path is None:
-        candidate = Path(PROJECT_FILE)
-        if not candidate.is_file():
+        found = find_project_file(Path.cwd())
+        if found is None:
             return ProjectConfig(), None
-        path = candidate
+        path = found
     problems: list[Problem] = []
     text = _read(path, problems)
     documents = list(parse_documents(str(path), text, None, problems)) if text is not None else []

@@ -273,6 +273,9 @@ class Environment(Model):
 
     region: str | None = None
     base_url: str | None = None
+    login_url: str | None = Field(
+        default=None, description="Where tokens come from with a baseUrl (default: the baseUrl itself)."
+    )
     embedded: bool = Field(default=False, description="Use the in-process emulator in .reconciler/.")
     credentials: Credentials = Field(default_factory=Credentials)
     manifests: list[str] | None = Field(default=None, description="Overrides the project's paths.")

@@ -135,7 +135,7 @@ def open_workspace(
     environ = os.environ if environ is None else environ
     project, found = load_project(project_file)
     project_dir = found.parent if found else Path(".")
-    connection = resolve(project, env_name, environ)
+    connection = resolve(project, env_name, environ, project_dir)
     if variables:
         connection = replace(connection, variables={**connection.variables, **variables})
     env = project.environments.get(connection.environment)

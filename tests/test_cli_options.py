@@ -105,3 +105,24 @@ def test_apply_takes_a_plan_by_content_and_reports_json(
     quiet = CliRunner().invoke(main, ["--quiet", "plan"], env=org.environ())
     assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
     assert "No changes" in quiet.stdout
+
+
+def test_commands_work_from_any_folder_of_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """reconciler.yaml is found in a parent folder, as git finds its repository; the embedded
+    emulator's state stays in the project's .reconciler/, and no folder gets an empty one."""
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copytree(repo / "manifests", tmp_path / "manifests")
+    shutil.copy(repo / "reconciler.yaml", tmp_path / "reconciler.yaml")
+    monkeypatch.chdir(tmp_path / "manifests" / "functions")
+    for command in (["validate"], ["plan"], ["journal", "list"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 0, (command, result.output)
+    assert not (tmp_path / "manifests" / "functions" / ".reconciler").exists()
+    assert (tmp_path / ".reconciler" / "emulator.db").exists()
+    monkeypatch.chdir(tmp_path.parent)
+    result = CliRunner().invoke(main, ["--chdir", str(tmp_path), "validate"])
+    assert result.exit_code == 0 and "7 manifests valid" in result.output, result.output

@@ -44,7 +44,7 @@ def export(
     """Write manifests from the live org; planning them against the same org shows no changes."""
     project, found = load_project()
     project_dir = found.parent if found else Path(".")
-    connection = resolve(project, env_name, os.environ)
+    connection = resolve(project, env_name, os.environ, project_dir)
     note(f"Exporting from {connection.description}.")
     chosen = tuple(Kind(k) for k in kinds) or tuple(Kind)
 

@@ -46,9 +46,12 @@ class Connection:
         return f"{self.environment or 'environment variables'} at {self.base_url}"
 
 
-def _urls(region: str | None, base_url: str | None) -> tuple[str, str]:
+def _urls(region: str | None, base_url: str | None, login_url: str | None = None) -> tuple[str, str]:
+    """The API and login URLs: a region's (api.<domain>, login.<domain>), or a base URL whose
+    tokens come from ``login_url`` when given (real orgs log in at login.<domain>), else from
+    the base URL itself (the emulator)."""
     if base_url:
-        return base_url.rstrip("/"), base_url.rstrip("/")
+        return base_url.rstrip("/"), (login_url or base_url).rstrip("/")
     if region not in REGIONS:
         raise ConfigError(f"unknown region {region!r}; known regions: {', '.join(sorted(REGIONS))}")
     domain = REGIONS[region]
@@ -92,22 +95,30 @@ def chosen_environment(
     return (fallback, project.environments[fallback]) if fallback else ("", None)
 
 
-def resolve(project: ProjectConfig, env_name: str | None, environ: Mapping[str, str]) -> Connection:
-    """The connection for this run; ConfigError names what is missing."""
+def resolve(
+    project: ProjectConfig,
+    env_name: str | None,
+    environ: Mapping[str, str],
+    project_dir: Path = Path("."),
+) -> Connection:
+    """The connection for this run; ConfigError names what is missing. The embedded emulator
+    keeps its state in the project's .reconciler/ (wherever the command was started)."""
     name, env = chosen_environment(project, env_name, environ)
     if env is not None:
         if env.embedded:
-            return replace(embedded(), environment=name, variables=env.variables)
-        base_url, login_url = _urls(env.region, env.base_url)
+            return replace(embedded(project_dir / EMBEDDED_STATE), environment=name, variables=env.variables)
+        base_url, login_url = _urls(env.region, env.base_url, env.login_url)
         creds = _credentials(
             env.credentials.client_id_env, env.credentials.client_secret_env, environ, f"environment {name!r}"
         )
         return Connection(name, base_url, login_url, creds, env.variables)
     if environ.get("GENESYS_BASE_URL") or environ.get("GENESYS_REGION"):
-        base_url, login_url = _urls(environ.get("GENESYS_REGION"), environ.get("GENESYS_BASE_URL"))
+        base_url, login_url = _urls(
+            environ.get("GENESYS_REGION"), environ.get("GENESYS_BASE_URL"), environ.get("GENESYS_LOGIN_URL")
+        )
         creds = _credentials("GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET", environ, "GENESYS_BASE_URL is set")
         return Connection("", base_url, login_url, creds, {})
-    return embedded()
+    return embedded(project_dir / EMBEDDED_STATE)
 
 
 def default_environment(project: ProjectConfig) -> str | None:

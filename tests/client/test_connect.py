@@ -54,3 +54,56 @@ def test_plain_environment_variables_without_project() -> None:
     env = {"GENESYS_BASE_URL": "http://127.0.0.1:1", "GENESYS_CLIENT_ID": "i", "GENESYS_CLIENT_SECRET": "s"}
     connection = resolve(ProjectConfig(), None, env)
     assert connection.base_url == "http://127.0.0.1:1" and connection.embedded_db is None
+
+
+def test_a_base_url_can_log_in_elsewhere() -> None:
+    """Real orgs log in at login.<domain>, not <baseUrl>/oauth/token: a login URL is honoured."""
+    env = {
+        "GENESYS_BASE_URL": "https://api.example.test",
+        "GENESYS_LOGIN_URL": "https://login.example.test/",
+        "GENESYS_CLIENT_ID": "i",
+        "GENESYS_CLIENT_SECRET": "s",
+    }
+    connection = resolve(ProjectConfig(), None, env)
+    assert connection.login_url == "https://login.example.test"
+    project = ProjectConfig(
+        environments={
+            "o": Environment(base_url="https://api.example.test", login_url="https://login.example.test")
+        }
+    )
+    assert resolve(project, "o", env).login_url == "https://login.example.test"
+    assert resolve(PROJECT, "custom", env).login_url == "http://127.0.0.1:9999"  # none given: the base URL
+
+
+def test_tokens_come_from_the_login_url_over_http() -> None:
+    """Two emulators: the API of one, the login of the other; the token request goes to the
+    login one (which counts it), not to <baseUrl>/oauth/token."""
+    import asyncio
+
+    from reconciler.client.connect import open_client
+    from reconciler.emulator.config import EmulatorConfig
+    from reconciler.emulator.server import running_emulator
+    from reconciler.errors import AuthError
+    from tests.conftest import Org
+
+    with (
+        running_emulator(EmulatorConfig(db=":memory:")) as api,
+        running_emulator(EmulatorConfig(db=":memory:")) as login,
+    ):
+        env = {
+            "GENESYS_BASE_URL": api,
+            "GENESYS_LOGIN_URL": login,
+            "GENESYS_CLIENT_ID": "emulator-client",
+            "GENESYS_CLIENT_SECRET": "emulator-secret",
+        }
+        connection = resolve(ProjectConfig(), None, env)
+        before = Org(login).admin("GET", "stats")["tokens"], Org(api).admin("GET", "stats")["tokens"]
+
+        async def listing() -> None:
+            async with open_client(connection) as client:
+                await client.live_state()
+
+        with pytest.raises(AuthError):  # the API's org does not know the login org's token
+            asyncio.run(listing())
+        after = Org(login).admin("GET", "stats")["tokens"], Org(api).admin("GET", "stats")["tokens"]
+        assert after[0] > before[0] and after[1] == before[1]
