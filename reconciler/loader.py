@@ -58,6 +58,8 @@ MAX_NODES = 200_000
 MAX_DEPTH = 64
 PROJECT_FILE = "reconciler.yaml"
 _VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# `${name` with no closing brace: a typo that would otherwise pass as literal text.
+_UNCLOSED = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?![A-Za-z0-9_}])")
 _SECRET_KEYS = {"clientsecret", "secret", "token", "accesstoken", "password", "apikey"}
 
 try:  # libyaml's parser is several times faster and gives the same marks
@@ -119,7 +121,15 @@ class _Document:
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         self.problems.append(Problem(self.file, line, col, message, path))
 
-    def substitute(self, mark: _Mark, path: str, text: str) -> str:
+    def substitute(self, mark: _Mark, path: str, text: str, block: bool = False) -> str:
+        """``text`` with ${name} replaced; a problem, on the line the ${...} is on, for a name
+        no variable has and for a ${ left unclosed. ``block``: a | or > scalar, whose text starts
+        on the line after ``mark``."""
+
+        def at(offset: int) -> _Mark:
+            lines = text.count("\n", 0, offset) + (1 if block else 0)
+            return yaml.Mark("", 0, mark.line + lines, mark.column if not lines else 0, None, 0)
+
         def replace(match: re.Match[str]) -> str:
             escaped, name = match.group(1), match.group(2)
             if escaped:
@@ -127,10 +137,14 @@ class _Document:
             assert self.variables is not None
             if name not in self.variables:
                 known = ", ".join(sorted(self.variables)) or "none defined"
-                self.problem(mark, path, f"undefined variable ${{{name}}} (environment variables: {known})")
+                message = f"undefined variable ${{{name}}} (environment variables: {known})"
+                self.problem(at(match.start()), path, message)
                 return match.group(0)
             return self.variables[name]
 
+        for unclosed in _UNCLOSED.finditer(text):
+            name = unclosed.group(1)
+            self.problem(at(unclosed.start()), path, f"${{{name} is not closed: write ${{{name}}}")
         return _VAR.sub(replace, text)
 
 
@@ -232,7 +246,7 @@ class _Builder:
             elif isinstance(event, yaml.ScalarEvent):
                 value = self.scalar(event)
                 if isinstance(value, str) and self.doc.variables is not None and "$" in value:
-                    value = self.doc.substitute(mark, path, value)
+                    value = self.doc.substitute(mark, path, value, block=event.style in ("|", ">"))
                 if event.anchor:
                     self.anchors[event.anchor] = (value, 1)
             else:  # pragma: no cover - the parser emits nothing else inside a document

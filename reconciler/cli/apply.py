@@ -411,7 +411,9 @@ def apply_command(
                     if not wants_json():
                         show_plan(ws, the_plan, "text", use_color(no_color))
                 if not the_plan.has_changes:
-                    click.echo("No changes. Nothing to apply.")
+                    # A plan just printed already said "No changes"; a saved plan was not printed.
+                    if saved is not None or wants_json():
+                        click.echo("No changes. Nothing to apply.")
                     return None
                 # A saved plan was reviewed when it was made (Terraform's habit): no second question.
                 confirm(auto_approve or plan_file is not None, "Do you want to perform these actions?")

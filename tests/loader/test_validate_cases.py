@@ -310,6 +310,21 @@ CASES: list[tuple[str, dict[str, str], str, str]] = [
         "not UTF-8",
     ),
     (
+        "undefined variable in a template block, on its own line",
+        prompt(
+            'template: "Hello {{ name }}{% for m in messages %} {{ m.text }}{% endfor %}"',
+            "template: |\n    Hello {{ name }}\n    {% for m in messages %} {{ m.text }}{% endfor %}\n    Ask ${nowhere}.",
+        ),
+        "prompt.yaml:12",
+        "undefined variable ${nowhere}",
+    ),
+    (
+        "unclosed variable",
+        fn("description: Looks things up.", "description: Looks ${team up."),
+        "fn.yaml:7",
+        "${team is not closed",
+    ),
+    (
         "undefined variable",
         fn("description: Looks things up.", "description: ${nowhere}"),
         "fn.yaml:7",
