@@ -575,6 +575,11 @@ class Journal:
                 entry["counts"][status] = entry["counts"].get(status, 0) + 1
             elif record.type is RecordType.RUN_END:
                 entry["finished"] = True
+                # A run that wrote nothing (an export) says what it did in its summary.
+                summary = record.data.get("summary")
+                counts = summary.get("counts") if isinstance(summary, dict) else None
+                if not entry["counts"] and isinstance(counts, dict):
+                    entry["counts"] = {str(k): int(v) for k, v in counts.items() if isinstance(v, int)}
         return [RunSummary(run_id, **entry) for run_id, entry in found.items()]
 
 

@@ -121,6 +121,19 @@ def journal_location(
     return configured if is_git_location(configured) else str(project_dir / configured)
 
 
+def journal_store(
+    project: ProjectConfig,
+    project_dir: Path,
+    env: Environment | None,
+    environment: str,
+    given: str | None,
+    environ: Mapping[str, str],
+) -> JournalStore:
+    """The journal a command of this environment writes to (see ``journal_location``)."""
+    location = journal_location(project, project_dir, env, given or environ.get("RECONCILER_JOURNAL"))
+    return open_store(location, environment=environment, cache_root=journal_cache_dir(project_dir, environ))
+
+
 def open_workspace(
     env_name: str | None,
     paths: Sequence[str] = (),
@@ -150,10 +163,7 @@ def open_workspace(
     )
     plan_key = environ.get("RECONCILER_PLAN_KEY") or None
     secrets = [connection.credentials.client_secret, plan_key, *(w.secret for w in webhooks if w.secret)]
-    location = journal_location(project, project_dir, env, journal or environ.get("RECONCILER_JOURNAL"))
-    store = open_store(
-        location, environment=connection.environment, cache_root=journal_cache_dir(project_dir, environ)
-    )
+    store = journal_store(project, project_dir, env, connection.environment, journal, environ)
     journal_path = store.path
     return Workspace(
         project,

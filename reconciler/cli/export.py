@@ -8,12 +8,14 @@ from pathlib import Path
 import click
 
 from reconciler.cli import main
-from reconciler.cli.options import env_option, note, parallelism_option, run
+from reconciler.cli.apply import detect_actor, detect_git_commit
+from reconciler.cli.options import env_option, journal_option, note, parallelism_option, run
 from reconciler.client.connect import resolve
 from reconciler.export import export_files
+from reconciler.journal import RecordType
 from reconciler.loader import load_project
 from reconciler.models import Kind, LiveResource
-from reconciler.workspace import connect
+from reconciler.workspace import connect, journal_store
 
 
 @main.command()
@@ -38,10 +40,19 @@ from reconciler.workspace import connect
 )
 @click.option("--force", is_flag=True, help="Overwrite files that already exist.")
 @parallelism_option
+@journal_option
 def export(
-    env_name: str | None, out_dir: Path, kinds: tuple[str, ...], adopt: bool, force: bool, parallelism: int
+    env_name: str | None,
+    out_dir: Path,
+    kinds: tuple[str, ...],
+    adopt: bool,
+    force: bool,
+    parallelism: int,
+    journal_path: str | None,
 ) -> None:
-    """Write manifests from the live org; planning them against the same org shows no changes."""
+    """Write manifests from the live org; planning them against the same org shows no changes.
+
+    Journaled like every operation on an org: who exported what, from which environment."""
     project, found = load_project()
     project_dir = found.parent if found else Path(".")
     connection = resolve(project, env_name, os.environ, project_dir)
@@ -65,4 +76,19 @@ def export(
         target = out_dir / file.path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(file.text, encoding="utf-8")
-    click.echo(f"Exported {len(files)} resource(s) to {out_dir}/.")
+    env = project.environments.get(connection.environment)
+    store = journal_store(project, project_dir, env, connection.environment, journal_path, os.environ)
+    actor = detect_actor()
+    with store.writer(actor=actor, command="export", environment=connection.environment, say=note) as journal:
+        run_id = journal.start_run(
+            actor=actor,
+            environment=connection.environment,
+            plan_hash="",
+            git_commit=detect_git_commit(),
+            command="export",
+        )
+        exported = {"exported": len(files), "kinds": [k.value for k in chosen], "out": str(out_dir)}
+        journal.append(
+            run_id, RecordType.RUN_END, {"summary": {"counts": {"exported": len(files)}, **exported}}
+        )
+    click.echo(f"Exported {len(files)} resource(s) to {out_dir}/ (journal run {run_id}).")

@@ -116,6 +116,9 @@ def test_export_then_plan_shows_no_changes(org: Org, example: Path, tmp_path: Pa
     prompt = (tmp_path / "exported" / "prompts" / "billing-assistant.yaml").read_text()
     assert "  template: |" in prompt or "  template: |-" in prompt, prompt
     assert cli(org, "validate", "exported")[0] == 0
+    # Export is journaled like every operation on an org (document 000's EXPORT audit event).
+    code, listing = cli(org, "journal", "list")
+    assert code == 0 and "export" in listing and "exported" in listing, listing
     code, out = cli(org, "plan", "exported", "--detailed-exitcode")
     assert code == 0, out
     # --adopt: the next apply labels the hand-made resource as managed.
