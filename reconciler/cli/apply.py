@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from reconciler.apply import ApplyOptions, ApplyResult, Outcome, Status, apply_plan, record_unfinished
+from reconciler.apply import ApplyOptions, ApplyResult, Status, apply_plan, record_unfinished
 from reconciler.cli import main
 from reconciler.cli.metrics import DURATION
 from reconciler.cli.options import (
@@ -25,6 +25,7 @@ from reconciler.cli.options import (
     env_option,
     exclude_option,
     given_variables,
+    is_quiet,
     journal_option,
     lock_timeout_option,
     note,
@@ -37,6 +38,7 @@ from reconciler.cli.options import (
     wants_json,
 )
 from reconciler.cli.plan import show_plan
+from reconciler.cli.progress import RunProgress
 from reconciler.client.api import GatewayClient
 from reconciler.errors import ConfigError, PlanFileError, StalePlanError
 from reconciler.health import health_gate
@@ -85,15 +87,6 @@ def write_step_summary(head: str, text: str) -> None:
         return
     with open(target, "a", encoding="utf-8") as handle:
         handle.write(f"{text}\n\nJournal head: `{head}`\n")
-
-
-SYMBOLS = {
-    Status.APPLIED: "✓",
-    Status.UNCHANGED: "=",
-    Status.CONFLICT: "!",
-    Status.FAILED: "✗",
-    Status.SKIPPED: "-",
-}
 
 
 async def bind_plan_file(ws: Workspace, client: GatewayClient, saved: SavedPlan, path: Path) -> Plan:
@@ -168,16 +161,6 @@ def confirm(auto_approve: bool, question: str) -> None:
         raise ConfigError("apply cancelled")
 
 
-def progress(outcome: Outcome) -> None:
-    if outcome.change.action is Action.NO_OP:
-        return
-    symbol = SYMBOLS[outcome.status]
-    note(
-        f"  {symbol} {outcome.change.action.value:<8} {outcome.change.key}: {outcome.status.value}"
-        + (f" ({outcome.message})" if outcome.message else "")
-    )
-
-
 def summary_line(result: ApplyResult, what: str = "Apply") -> str:
     applied = [o for o in result.outcomes if o.status is Status.APPLIED]
     counts = {a: sum(1 for o in applied if o.change.action is a) for a in Action}
@@ -195,18 +178,20 @@ async def execute(
     ws: Workspace, plan: Plan, client: GatewayClient, journal: Journal, command: str, plan_hash: str
 ) -> ApplyResult:
     stop = asyncio.Event()
-    options = ApplyOptions(
-        redactor=ws.redactor,
-        webhooks=ws.webhooks,
-        actor=detect_actor(),
-        git_commit=detect_git_commit(),
-        command=command,
-        on_outcome=progress,
-        ignore=ignore_rules(ws.project),
-        parallelism=client.parallelism,
-        stop=stop,
-    )
-    with interrupt_stops(stop):
+    total = sum(1 for c in plan.changes if c.action is not Action.NO_OP)
+    live = RunProgress.wanted(is_quiet())
+    with RunProgress(total, client.session.limiter, live=live) as shown, interrupt_stops(stop):
+        options = ApplyOptions(
+            redactor=ws.redactor,
+            webhooks=ws.webhooks,
+            actor=detect_actor(),
+            git_commit=detect_git_commit(),
+            command=command,
+            on_outcome=lambda outcome: shown.outcome(outcome, note),
+            ignore=ignore_rules(ws.project),
+            parallelism=client.parallelism,
+            stop=stop,
+        )
         return await apply_plan(plan, client, journal, options, plan_hash=plan_hash)
 
 

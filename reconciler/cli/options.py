@@ -212,10 +212,14 @@ def wants_json() -> bool:
     return bool(ctx is not None and ctx.meta.get(_JSON))
 
 
+def is_quiet() -> bool:
+    """Whether --quiet was given to the running command."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().meta.get(QUIET))
+
+
 def note(message: str) -> None:
     """A line for the person at the terminal (stderr), kept out of machine-readable stdout;
     silent with --quiet."""
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None and ctx.find_root().meta.get(QUIET):
-        return
-    click.echo(message, err=True)
+    if not is_quiet():
+        click.echo(message, err=True)

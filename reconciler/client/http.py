@@ -111,6 +111,11 @@ class RateLimiter:
         self._blocked_until = max(self._blocked_until, self._clock() + max(0.0, seconds))
         self._tokens = 0.0
 
+    def paused_for(self) -> float:
+        """Seconds everyone still waits for the service's rate limit (0 when not paused): what a
+        progress display tells the person watching."""
+        return max(0.0, self._blocked_until - self._clock())
+
 
 def _number(value: str | None) -> float | None:
     try:
