@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: install test test-fast lint typecheck schemas demo bench clean
+.PHONY: install test test-fast lint typecheck schemas demo bench redbot clean
 
 .venv/bin/python:
 	python3 -m venv .venv
@@ -42,6 +42,17 @@ demo:
 
 bench:
 	$(PY) -m bench all
+
+# REDbot (an HTTP linter, redbot.org) over authenticated GETs of listings and resources of an
+# emulator started here on loopback (REDBOT_PORT, 8799 by default) and stopped afterwards; fails on
+# anything above a note. Its CLI takes no request headers, so tests/emulator/redbot_lint.py gets a
+# token and drives REDbot's checks with it. (tests/emulator/test_redbot.py does the same in the suite.)
+REDBOT_PORT ?= 8799
+redbot:
+	@.venv/bin/reconciler emulator serve --host 127.0.0.1 --port $(REDBOT_PORT) --db :memory: \
+		>/dev/null 2>&1 & pid=$$!; \
+	$(PY) -m tests.emulator.redbot_lint http://127.0.0.1:$(REDBOT_PORT); status=$$?; \
+	kill $$pid; { wait $$pid; } 2>/dev/null; exit $$status
 
 clean:
 	rm -rf .reconciler .pytest_cache .mypy_cache .ruff_cache

@@ -94,6 +94,15 @@ class ApplyResult:
     journal_failure: str = ""  # why the journal could not be written, when it could not
     interrupted: bool = False  # stopped before every change was started (Ctrl-C)
 
+    def __repr__(self) -> str:
+        # Short on purpose (see ``Plan.__repr__``): asyncio.run formats the finished main task,
+        # result included, twice when it restores the SIGINT handler (CPython 3.11).
+        return (
+            f"ApplyResult(run_id={self.run_id!r}, outcomes=<{len(self.outcomes)} outcomes>, "
+            f"journal_head={self.journal_head!r}, journal_failure={self.journal_failure!r}, "
+            f"interrupted={self.interrupted!r})"
+        )
+
     def count(self, status: Status) -> int:
         return sum(1 for o in self.outcomes if o.status is status)
 

@@ -11,8 +11,12 @@ Normalization, so that an unchanged resource never shows a diff:
   and writes integral floats as integers (JSON does not tell ``1`` from ``1.0``);
 - ignoreDifferences pointers are removed from BOTH sides before comparing.
 
-Equality is decided by ``fingerprint`` first; only resources whose fingerprints differ are walked
-to name their changed fields (``deep_diff``), and DeepDiff runs only on the lists that differ.
+Equality is decided first by comparing the two documents' sorted-key JSON bytes (orjson, a few
+microseconds): identical bytes mean identical data, hence identical canonical forms and
+fingerprints, so most unchanged resources stop there. Documents whose bytes differ go through
+``canonical`` and ``fingerprint`` (set order and ``1.0`` vs ``1`` are told apart there); only
+resources whose fingerprints differ are walked to name their changed fields (``deep_diff``), and
+DeepDiff runs only on the lists that differ.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from deepdiff import DeepDiff
+import orjson
 
 from reconciler import pointers
 from reconciler.kinds import adapter_for
@@ -232,6 +236,26 @@ def live_document(live: LiveResource) -> dict[str, Any]:
     return {"spec": live.spec, "labels": live.labels}
 
 
+# Values orjson would write as JSON but the standard library refuses (dataclasses, datetimes, str
+# subclasses such as enums) raise instead, so they take the canonical path as before.
+_EXACT = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+_EXACT |= orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _identical(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """True when both documents ({"spec", "labels"}) have the same sorted-key JSON: then they are
+    the same data (types included: ``1``, ``1.0`` and ``true`` are written differently), so their
+    canonical forms, with any pointers removed from both, are equal too. False means "compare
+    canonically": set-like lists in another order, or a value orjson cannot write exactly (it
+    refuses big integers and writes NaN and infinities as null, so any null goes that way too)."""
+    try:
+        left = orjson.dumps((a.get("spec") or {}, a.get("labels") or {}), option=_EXACT)
+        right = orjson.dumps((b.get("spec") or {}, b.get("labels") or {}), option=_EXACT)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return False
+    return left == right and b"null" not in left
+
+
 def _comparable(doc: Mapping[str, Any], kind: Kind, ignore: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = canonical({"spec": doc.get("spec") or {}, "labels": doc.get("labels") or {}}, kind)
     for pointer in ignore:
@@ -283,6 +307,8 @@ def _walk(
 def _list_changes(
     before: list[Any], after: list[Any], at: list[str | int]
 ) -> list[tuple[list[str | int], FieldChange]]:
+    from deepdiff import DeepDiff  # imported on first use: most plans never differ in a list
+
     # threshold_to_diff_deeper=0: always name the leaves, never "this whole mapping changed"
     # (DeepDiff's default does that when few keys are shared, e.g. labels {} -> {a: b}).
     tree = DeepDiff(before, after, view="tree", verbose_level=2, threshold_to_diff_deeper=0)
@@ -424,6 +450,8 @@ def compare(
     Fingerprints decide equality; only when they differ does DeepDiff name the fields, templates
     get line diffs, and (for functions) parameter changes get classified as breaking.
     """
+    if _identical(desired_doc, live_doc):
+        return ResourceDiff()
     after = _comparable(desired_doc, kind, ignore_pointers)
     before = _comparable(live_doc, kind, ignore_pointers)
     if _digest(after) == _digest(before):

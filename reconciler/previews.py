@@ -16,13 +16,18 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import ConfigError, RenderError
 from reconciler.kinds import flow_inputs_from
 from reconciler.models import ContextPolicy, Kind, Prompt, ResourceKey
 from reconciler.plan import Action, Plan
-from reconciler.prompting import ModelCapacity, model_capacity_from, preview
+
+if TYPE_CHECKING:
+    from reconciler.prompting import ModelCapacity
+
+# reconciler.prompting (and Jinja2's sandbox with it) is imported when a preview is made: a
+# plan without --format markdown never renders one.
 
 CONVERSATION_ANNOTATION = "reconciler.genesys.cloud/preview-conversation"
 ATTRIBUTES_ANNOTATION = "reconciler.genesys.cloud/preview-attributes"
@@ -59,6 +64,8 @@ def sample_model_capacity(start: Path, model_id: str | None) -> ModelCapacity | 
     for folder in (start, *start.parents):
         path = folder / "samples" / "models" / f"{model_id}.json"
         if path.is_file():
+            from reconciler.prompting import model_capacity_from
+
             return model_capacity_from(read_json(path), str(path))
     return None
 
@@ -124,6 +131,8 @@ def plan_previews(
                 )
             except ValueError:
                 before = None
+        from reconciler.prompting import preview
+
         out[change.key] = preview(
             before,
             after,

@@ -9,29 +9,29 @@ field's line and column.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import jinja2
-from jinja2 import nodes
+from typing import TYPE_CHECKING, Any
 
 with warnings.catch_warnings():
     # The stdlib's own regex parser: deprecated as a public name, but the only exact parser.
     warnings.simplefilter("ignore", DeprecationWarning)
     import sre_constants as c
     import sre_parse as p
-import jsonschema_rs
-import re2  # type: ignore[import-untyped]  # google-re2: linear-time matching; no stubs
-from jsonschema import Draft7Validator
-from jsonschema.exceptions import best_match
 
 from reconciler.errors import ManifestError, Problem
 from reconciler.loader import LoadedManifest, ManifestSet, load_checked
 from reconciler.models import ContextPolicy, FunctionDefinition, Kind, Prompt, ResourceKey, key_of
+
+if TYPE_CHECKING:
+    from jinja2 import nodes
+
+# Jinja2, jsonschema, jsonschema-rs and RE2 are imported on first use: a plan whose manifests all
+# come from the cache checks no template, schema or pattern (they were ~70 ms of every start).
 
 FUNCTION_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
@@ -40,16 +40,46 @@ MAX_PROPERTIES = 10
 # Depth counts objects: the parameters object is depth 1, an object property inside it depth 2,
 # an object inside that depth 3. The service refuses a fourth level.
 MAX_OBJECT_DEPTH = 3
-_ENV = jinja2.Environment()
-# Built once: Draft7Validator.check_schema would build this validator again for every function.
-_META_SCHEMA = Draft7Validator(Draft7Validator.META_SCHEMA)
-# The same check in Rust, ~150x faster: it only says whether a schema is valid, and jsonschema
-# (above) words the error when it is not. Formats are not checked, as jsonschema does not check
-# them either; where the two ever disagree, jsonschema's answer is the one reported.
-_FAST_META_SCHEMA = jsonschema_rs.Draft7Validator(Draft7Validator.META_SCHEMA, validate_formats=False)
-# JSON Schema ignores keywords it does not know, so a typo (`maximu: 5`) silently drops a limit;
-# the keywords Draft 7 defines are the only ones a parameter schema may use.
-SCHEMA_KEYWORDS = frozenset(Draft7Validator.META_SCHEMA["properties"])
+
+
+@functools.cache
+def _jinja_env() -> Any:
+    import jinja2
+
+    return jinja2.Environment()
+
+
+@functools.cache
+def _meta_schemas() -> tuple[Any, Any]:
+    """Draft 7's metaschema as (jsonschema validator, jsonschema-rs validator), built once:
+    Draft7Validator.check_schema would build its validator again for every function. The Rust
+    one is ~150x faster: it only says whether a schema is valid, and jsonschema words the error
+    when it is not. Formats are not checked, as jsonschema does not check them either; where the
+    two ever disagree, jsonschema's answer is the one reported."""
+    import jsonschema_rs
+    from jsonschema import Draft7Validator
+
+    return (
+        Draft7Validator(Draft7Validator.META_SCHEMA),
+        jsonschema_rs.Draft7Validator(Draft7Validator.META_SCHEMA, validate_formats=False),
+    )
+
+
+@functools.cache
+def schema_keywords() -> frozenset[str]:
+    """JSON Schema ignores keywords it does not know, so a typo (`maximu: 5`) silently drops a
+    limit; the keywords Draft 7 defines are the only ones a parameter schema may use."""
+    from jsonschema import Draft7Validator
+
+    return frozenset(Draft7Validator.META_SCHEMA["properties"])
+
+
+def __getattr__(name: str) -> Any:  # SCHEMA_KEYWORDS stays importable, built on first use
+    if name == "SCHEMA_KEYWORDS":
+        return schema_keywords()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # Keywords whose value is a subschema, a list of subschemas, or a map of names to subschemas.
 _SUBSCHEMA = (
     *("items", "additionalItems", "additionalProperties", "contains", "propertyNames"),
@@ -77,6 +107,8 @@ RENDER_SECONDS = 5.0  # wall clock for one render
 
 
 def _literal_int(node: nodes.Node) -> int | None:
+    from jinja2 import nodes
+
     if isinstance(node, nodes.Const) and isinstance(node.value, int) and not isinstance(node.value, bool):
         return node.value
     if isinstance(node, nodes.Neg):
@@ -91,8 +123,11 @@ def template_bounds(template: str | nodes.Template) -> list[str]:
     MAX_INT_BITS, a literal string or list repeated past MAX_TEMPLATE_OUTPUT. Syntax errors
     are reported elsewhere, so a template that does not parse gives no finding here.
     ``template`` may be given already parsed (``check_prompt`` parses each template once)."""
+    import jinja2
+    from jinja2 import nodes
+
     try:
-        tree = _ENV.parse(template) if isinstance(template, str) else template
+        tree = _jinja_env().parse(template) if isinstance(template, str) else template
     except jinja2.TemplateSyntaxError:
         return []
     found: list[str] = []
@@ -166,8 +201,8 @@ def unknown_keywords(schema: Any, path: str) -> Iterator[tuple[str, str]]:
         where = f"{path}.{key}"
         # `{description: Source, e.g. EUR}`: the comma ends the value and starts a key `e.g. EUR`.
         comma = " (a comma inside {...} ends a value: quote the text that holds it)" if value is None else ""
-        if key not in SCHEMA_KEYWORDS:
-            close = difflib.get_close_matches(key, SCHEMA_KEYWORDS, n=1)
+        if key not in schema_keywords():
+            close = difflib.get_close_matches(key, schema_keywords(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close and not comma else comma
             yield where, f"unknown JSON Schema keyword {key!r}{hint}"
         elif value is None:
@@ -200,7 +235,13 @@ def check_function(check: _Checker, fn: FunctionDefinition) -> None:
         check.add(path, message)
     if unknown:
         return
-    error = None if _FAST_META_SCHEMA.is_valid(params) else best_match(_META_SCHEMA.iter_errors(params))
+    meta_schema, fast_meta_schema = _meta_schemas()
+    if fast_meta_schema.is_valid(params):
+        error = None
+    else:
+        from jsonschema.exceptions import best_match
+
+        error = best_match(meta_schema.iter_errors(params))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path)
         check.add(
@@ -253,7 +294,9 @@ def _schemas_with_required(schema: Any, path: str) -> Iterator[tuple[str, dict[s
 def template_variables(template: str | nodes.Template) -> set[str]:
     """Variables a Jinja2 template reads (loop variables and its own assignments excluded);
     ``template`` is its source or its parsed tree."""
-    tree = _ENV.parse(template) if isinstance(template, str) else template
+    from jinja2 import nodes
+
+    tree = _jinja_env().parse(template) if isinstance(template, str) else template
     # Walking the parsed tree is half the cost of jinja2.meta (which compiles the template) and
     # gives the same answer for what prompt templates use: names read, minus those bound by
     # {% for %}, {% set %}, {% with %} and macro arguments.
@@ -283,6 +326,8 @@ def check_prompt(check: _Checker, prompt: Prompt, known: Mapping[ResourceKey, Lo
 
 def check_prompt_alone(check: _Checker, prompt: Prompt) -> None:
     """The rules a prompt meets on its own (what the per-file cache may remember)."""
+    import jinja2
+
     spec = prompt.spec
     if not SEMVER.match(spec.version):
         check.add("spec.version", f"{spec.version!r} is not a semantic version like 1.2.0")
@@ -293,7 +338,7 @@ def check_prompt_alone(check: _Checker, prompt: Prompt) -> None:
     used: set[str] = set()
     for path, template in templates:
         try:
-            tree = _ENV.parse(template)  # once: template_variables and template_bounds share it
+            tree = _jinja_env().parse(template)  # once: template_variables and template_bounds share it
             found = template_variables(tree)
         except jinja2.TemplateSyntaxError as exc:
             line, col = check.loaded.where(path)
@@ -358,14 +403,23 @@ def check_references(check: _Checker, prompt: Prompt, known: Mapping[ResourceKey
 # (backreferences, lookaround) and programs over its memory budget, so `validate` refuses those.
 # The service may still run patterns on a backtracking engine, so the shapes that take it
 # super-linear time are refused too (``_backtracks``).
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False  # RE2 would print every refused pattern on stderr
+
+
+@functools.cache
+def _re2_options() -> Any:
+    import re2  # type: ignore[import-untyped]  # google-re2: linear-time matching; no stubs
+
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print every refused pattern on stderr
+    return options
 
 
 def compile_pattern(pattern: str) -> Any:
     """``pattern`` compiled by RE2; raises ValueError saying why RE2 refuses it."""
+    import re2
+
     try:
-        return re2.compile(pattern, _RE2_OPTIONS)
+        return re2.compile(pattern, _re2_options())
     except re2.error as exc:
         reason = exc.args[0] if exc.args else exc
         text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)

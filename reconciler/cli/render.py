@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,15 +19,11 @@ from reconciler.errors import ConfigError, RenderError
 from reconciler.kinds import flow_inputs_from
 from reconciler.models import ContextPolicy, Kind, Prompt, ResourceKey
 from reconciler.previews import read_json, sample_flow_inputs, sample_model_capacity
-from reconciler.prompting import (
-    ModelCapacity,
-    build_prompt,
-    model_capacity_from,
-    token_table,
-)
-from reconciler.prompting import inspect_attributes as inspect
 from reconciler.rules import check_capacity
 from reconciler.workspace import Workspace, connect, open_workspace
+
+if TYPE_CHECKING:
+    from reconciler.prompting import ModelCapacity
 
 
 def _find_prompt(ws: Workspace, name: str) -> tuple[Prompt, ContextPolicy | None, Path]:
@@ -113,6 +109,10 @@ def render(
     policy, or when the total is over the policy's hard limit (the prompt and table are printed
     first). With --inspect-attributes: 0 with the report, whatever it finds.
     """
+    # Imported here, not at the top: every other command starts without Jinja2's sandbox.
+    from reconciler.prompting import build_prompt, model_capacity_from, token_table
+    from reconciler.prompting import inspect_attributes as inspect
+
     # The prompt first: `render nope` is about the prompt, whatever else is missing.
     ws = open_workspace(env_name, paths, variables=given_variables())
     prompt, policy, prompt_dir = _find_prompt(ws, prompt_name)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -22,6 +22,8 @@ from reconciler.client.http import HttpSession
 from reconciler.errors import ApiError, ApiErrorInfo, NotFoundError, RenderError, TransportError
 from reconciler.kinds import adapter_for, flow_inputs_from
 from reconciler.models import Kind, LiveResource
+
+T = TypeVar("T")
 
 # The OAuth scopes a token asks for: reading (plan, drift, export, render, metrics) needs the
 # kinds' read scopes and the context the live checks, previews and metrics read; writing (apply,
@@ -68,6 +70,10 @@ def _json(response: httpx.Response) -> Any:
         return response.json()
 
 
+def _itself(entity: dict[str, Any]) -> dict[str, Any]:
+    return entity
+
+
 def _etag_of(response: httpx.Response, body: dict[str, Any]) -> str:
     return str(body.get("etag") or response.headers.get("ETag", ""))
 
@@ -88,22 +94,31 @@ class GatewayClient:
 
     async def list_raw(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every entity of a page-number listing: page 1 first, then the rest concurrently."""
+        return await self._listing(path, params, _itself)
+
+    async def _listing(
+        self, path: str, params: dict[str, Any] | None, each: Callable[[dict[str, Any]], T]
+    ) -> list[T]:
+        """``each`` of every entity of a listing, in listing order. Each page is decoded and
+        mapped as soon as it arrives, so that work overlaps the wait for the other pages."""
         query = {**(params or {}), "pageSize": PAGE_SIZE, "pageNumber": 1}
         first = _json(await self._call("GET", path, params=query))
-        entities: list[dict[str, Any]] = list(first.get("entities", []))
+        found = [each(entity) for entity in first.get("entities", [])]
         page_count = int(first.get("pageCount") or 0)
         if not page_count and first.get("total"):
             page_count = math.ceil(int(first["total"]) / PAGE_SIZE)
-        rest = await asyncio.gather(
-            *(self._call("GET", path, params={**query, "pageNumber": n}) for n in range(2, page_count + 1))
-        )
-        for response in rest:
-            entities.extend(_json(response).get("entities", []))
-        return entities
+
+        async def page(number: int) -> list[T]:
+            body = _json(await self._call("GET", path, params={**query, "pageNumber": number}))
+            return [each(entity) for entity in body.get("entities", [])]
+
+        for rest in await asyncio.gather(*(page(n) for n in range(2, page_count + 1))):
+            found.extend(rest)
+        return found
 
     async def list_kind(self, kind: Kind) -> list[LiveResource]:
         adapter = adapter_for(kind)
-        return [adapter.from_wire(body) for body in await self.list_raw(adapter.collection_path)]
+        return await self._listing(adapter.collection_path, None, adapter.from_wire)
 
     async def live_state(self, kinds: Sequence[Kind] = tuple(Kind)) -> list[LiveResource]:
         """All live resources of the given kinds, every kind listed concurrently."""

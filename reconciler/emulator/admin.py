@@ -1,5 +1,5 @@
 """`/__emulator/*`: the test harness's controls (reset, stats, faults, concurrent writer, bulk load,
-prompt behaviour and traffic rate for the synthetic analytics).
+prompt behaviour and traffic rate for the synthetic analytics, and the emulator's clock).
 
 Never faulted, never rate limited; not part of the service's API. Guarded by the admin token
 whenever the config has one (always, when the emulator listens beyond loopback). Bodies are read
@@ -10,7 +10,6 @@ time) and checked field by field: a malformed body is a 400, never a 500.
 from __future__ import annotations
 
 import math
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -84,6 +83,26 @@ def _items(body: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise ApiProblem(400, f"{kind} must be a list of objects", "invalid.value", kind)
     return items
+
+
+# The clock moves forward only, by at most what one analytics window may span.
+MAX_ADVANCE_S = 31 * 86400
+
+
+def _advance(body: dict[str, Any]) -> float:
+    """``{"advance_s": N}`` with 0 < N <= MAX_ADVANCE_S, checked."""
+    unknown = sorted(set(body) - {"advance_s"})
+    if unknown:
+        raise ApiProblem(400, f"unknown field(s) {unknown}", "invalid.value", unknown[0])
+    value = body.get("advance_s")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_ADVANCE_S:
+        raise ApiProblem(
+            400,
+            f"advance_s must be a number of seconds in (0, {MAX_ADVANCE_S}]",
+            "invalid.value",
+            "advance_s",
+        )
+    return float(value)
 
 
 BEHAVIOUR_FIELDS = {"successRate", "latencyMs", "tokensPerCall", "variant"}
@@ -181,11 +200,11 @@ def admin_routes(state: State) -> list[Route]:
                 for item in functions:
                     stored = validation.function_definition(str(item.get("id")), item)
                     stored["version"] = 1
-                    stamp(stored, FUNCTIONS, stored["id"], system, None)
+                    stamp(state, stored, FUNCTIONS, stored["id"], system, None)
                     state.store.put(FUNCTIONS, stored["id"], stored["id"], stored)
                 for item in policies:
                     stored = validation.context_policy(str(item.get("id")), item, unchecked)
-                    stamp(stored, POLICIES, stored["id"], system, None)
+                    stamp(state, stored, POLICIES, stored["id"], system, None)
                     state.store.put(POLICIES, stored["id"], stored["id"], stored)
                 for item in prompts:
                     stored = validation.prompt(item, unchecked)
@@ -193,7 +212,7 @@ def admin_routes(state: State) -> list[Route]:
                         str(uuid.UUID(int=state.rng.getrandbits(128), version=4)),
                         1,
                     )
-                    stamp(stored, PROMPTS, stored["id"], system, None)
+                    stamp(state, stored, PROMPTS, stored["id"], system, None)
                     state.store.put(PROMPTS, stored["id"], stored["name"], stored)
         except validation.Invalid as exc:
             raise ApiProblem(400, exc.message, "invalid.value", exc.field) from None
@@ -203,7 +222,7 @@ def admin_routes(state: State) -> list[Route]:
 
     async def metrics(request: Request) -> Response:
         # Every prompt named here behaves so from now on; earlier windows keep their numbers.
-        changes = _behaviours(await _body(request), time.time())
+        changes = _behaviours(await _body(request), state.now())
         state.config.traffic.behaviours.extend(changes)
         return JSONResponse(
             {
@@ -224,8 +243,15 @@ def admin_routes(state: State) -> list[Route]:
             raise ApiProblem(400, f"unknown field(s) {unknown}", "invalid.value", unknown[0])
         rate = _number(body, "callsPerSecond", state.config.traffic.calls_per_second, 0, MAX_CALLS_PER_SECOND)
         # A new segment from now on: windows that already ended keep their calls.
-        state.config.traffic.rate_changes.append((time.time(), rate))
+        state.config.traffic.rate_changes.append((state.now(), rate))
         return JSONResponse({"callsPerSecond": rate})
+
+    async def clock(request: Request) -> Response:
+        if request.method == "POST":
+            # Time passes for everything the emulator times (tokens, rate-limit windows,
+            # traffic), as if the test had slept; nothing the client times is touched.
+            state.clock_offset_s += _advance(await _body(request))
+        return JSONResponse({"now": state.now_iso(), "offset_s": state.clock_offset_s})
 
     def guarded(handler: Admin) -> Admin:
         async def run(request: Request) -> Response:
@@ -247,4 +273,5 @@ def admin_routes(state: State) -> list[Route]:
         Route(f"{PREFIX}/bulk", guarded(bulk), methods=["POST"]),
         Route(f"{PREFIX}/metrics", guarded(metrics), methods=["PUT"]),
         Route(f"{PREFIX}/traffic", guarded(traffic), methods=["PUT"]),
+        Route(f"{PREFIX}/clock", guarded(clock), methods=["GET", "POST"]),
     ]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 
 from reconciler.emulator.config import Behaviour, Traffic
 from reconciler.emulator.platform import analytics_conversation
-from reconciler.emulator.state import PROMPTS, ApiProblem, State, Token, json_body
+from reconciler.emulator.state import PROMPTS, ApiProblem, State, Token, iso, json_body
 
 QUERY_PATH = "/api/v2/analytics/conversations/details/query"
 VIEW = "ai_llm_gateway"
@@ -75,10 +74,6 @@ def parse_instant(text: Any, field: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -278,7 +273,7 @@ async def details_query(state: State, request: Request, token: Token) -> Respons
         raise ApiProblem(400, "metrics must be a list of metric names", "invalid.value", "metrics")
     start, end = _interval(query, real_only)
     size, number = _paging(query, request, real_only)
-    now = time.time()
+    now = state.now()
     traffic = state.config.traffic
     default = state.metrics.get("default", {})
     # One entry per stream, in filter order: the pieces of a hosted prompt's streams, or the

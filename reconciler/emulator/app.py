@@ -150,6 +150,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         {c["id"]: complete_conversation(c) for c in _load_fixture(fixtures, "conversations.json", [])},
         _load_fixture(fixtures, "metrics.json", {}),
         fault_seed=str(config.seed),
+        clock_offset_s=config.clock_offset_s,
     )
     table = endpoints()
     by_path: dict[str, list[Endpoint]] = {}

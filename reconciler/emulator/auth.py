@@ -11,7 +11,6 @@ import base64
 import binascii
 import hmac
 import secrets
-import time
 import uuid
 from urllib.parse import parse_qs
 
@@ -57,7 +56,7 @@ def authorize(state: State, request: Request, scope: str) -> Token:
         )
     access = header[7:].strip()
     token = state.tokens.get(access)
-    if token is not None and token.expires_at <= time.time():
+    if token is not None and token.expires_at <= state.now():
         del state.tokens[access]  # evicted: an expired token is never valid again
         token = None
     if token is None:
@@ -125,7 +124,7 @@ async def issue_token(state: State, request: Request) -> Response:
     if unknown:
         return _oauth_error(400, "invalid_scope", f"unknown scope(s): {' '.join(unknown)}")
     scopes = known[1] & requested if requested else known[1]
-    now = time.time()
+    now = state.now()
     _evict_expired(state, now)
     access = secrets.token_urlsafe(32)
     state.tokens[access] = Token(client_id, scopes, now + state.config.token_lifetime_s)

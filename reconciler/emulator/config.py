@@ -85,3 +85,6 @@ class EmulatorConfig:
     # When set, /__emulator/* answers only requests bearing it (Authorization: Bearer <token>).
     # The server sets one whenever it listens beyond loopback (see server.make_server).
     admin_token: str | None = None
+    # Where the emulator's clock starts relative to wall time (negative: behind). Only
+    # ``POST /__emulator/clock`` moves it afterwards, and only forward (see State.now).
+    clock_offset_s: float = 0.0

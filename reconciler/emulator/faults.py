@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from reconciler.emulator.config import Faults
-from reconciler.emulator.state import FUNCTIONS, PROMPTS, ApiProblem, State, Token, new_etag, now_iso
+from reconciler.emulator.state import FUNCTIONS, PROMPTS, ApiProblem, State, Token, new_etag
 
 
 class DropConnection(Exception):
@@ -20,7 +19,7 @@ class DropConnection(Exception):
 
 
 def rate_headers(state: State, token: Token) -> dict[str, str]:
-    now = time.time()
+    now = state.now()
     if now - token.window_start >= 60:
         token.window_start, token.count = now, 0
     token.count += 1
@@ -107,7 +106,7 @@ def edit_out_of_band(state: State, kind: str, resource_id: str, current: dict[st
     elif kind == PROMPTS:
         edited["template"] = f"{current.get('template', '')}\n(edited out of band)"
         edited["revision"] = int(current.get("revision", 1)) + 1
-    edited.update(etag=new_etag(), dateModified=now_iso(), modifiedBy="someone-else")
+    edited.update(etag=new_etag(), dateModified=state.now_iso(), modifiedBy="someone-else")
     state.store.put(kind, resource_id, str(edited.get("name", resource_id)), edited)
     if kind == PROMPTS:
         state.store.add_version(resource_id, int(current.get("revision", 1)), current)

@@ -27,7 +27,6 @@ from reconciler.emulator.state import (
     Token,
     json_body,
     new_etag,
-    now_iso,
     strong_match,
     weak_match,
 )
@@ -146,14 +145,20 @@ def catalog(state: State, *, references: bool = True) -> validation.Catalog:
 
 
 def stamp(
-    body: dict[str, Any], kind: str, resource_id: str, token: Token, previous: dict[str, Any] | None
+    state: State,
+    body: dict[str, Any],
+    kind: str,
+    resource_id: str,
+    token: Token,
+    previous: dict[str, Any] | None,
 ) -> None:
+    now = state.now_iso()
     body.update(
         etag=new_etag(),
         selfUri=f"{BASE}/{kind}/{resource_id}",
-        dateModified=now_iso(),
+        dateModified=now,
         modifiedBy=token.client_id,
-        dateCreated=previous["dateCreated"] if previous else now_iso(),
+        dateCreated=previous["dateCreated"] if previous else now,
     )
 
 
@@ -183,7 +188,7 @@ def item_put(kind: str) -> Handler:
                     state.store.add_version(resource_id, int(current["revision"]), current)
             except validation.Invalid as exc:
                 raise ApiProblem(400, exc.message, "invalid.value", exc.field) from None
-            stamp(body, kind, resource_id, token, current)
+            stamp(state, body, kind, resource_id, token, current)
             state.store.put(
                 kind,
                 resource_id,
@@ -224,7 +229,7 @@ async def create_prompt(state: State, request: Request, token: Token) -> Respons
             raise ApiProblem(409, f"a prompt named {body['name']!r} already exists", field="name")
         resource_id = str(uuid.UUID(int=state.rng.getrandbits(128), version=4))
         body["id"], body["revision"] = resource_id, 1
-        stamp(body, PROMPTS, resource_id, token, None)
+        stamp(state, body, PROMPTS, resource_id, token, None)
         state.store.put(PROMPTS, resource_id, body["name"], body)
     return JSONResponse(body, status_code=201, headers={"ETag": body["etag"], "Location": body["selfUri"]})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -111,6 +112,22 @@ class State:
     # Fault decisions are drawn per request, not from one shared stream: see ``draw``.
     fault_seed: str = "0"
     attempts: Counter[str] = field(default_factory=Counter)
+    # How far the emulator's clock is from wall time: the config's start, plus every
+    # ``POST /__emulator/clock`` since (see ``now``).
+    clock_offset_s: float = 0.0
+
+    def now(self) -> float:
+        """The emulator's one clock, in epoch seconds: wall time plus ``clock_offset_s``.
+
+        Everything the emulator times reads it: token issue, expiry and eviction, rate-limit
+        windows, the synthetic traffic's "now" and behaviour changes, and the resources' date
+        stamps (a prompt's traffic starts at its ``dateCreated``). Tests move it forward with
+        ``POST /__emulator/clock`` instead of sleeping.
+        """
+        return time.time() + self.clock_offset_s
+
+    def now_iso(self) -> str:
+        return iso(self.now())
 
     def request_identity(self, request: Request) -> str:
         """Count this request among those with its method and target; name it by both and the count.
@@ -134,8 +151,9 @@ class State:
         return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def iso(epoch: float) -> str:
+    """Epoch seconds as the API writes instants: UTC, milliseconds, a Z."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_etag() -> str:

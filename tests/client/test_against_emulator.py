@@ -44,22 +44,27 @@ def fn(i: int) -> dict[str, Any]:
 
 
 def test_token_is_cached_and_refreshed_after_expiry() -> None:
-    with running_emulator(EmulatorConfig(token_lifetime_s=1)) as url:
+    """The service expires the token (its clock moves past the lifetime) while the client still
+    thinks it fresh: the 401 that follows gets exactly one new token and the request succeeds."""
+    with running_emulator(EmulatorConfig(token_lifetime_s=3600, rate_limit_per_minute=100_000)) as url:
+        org = Org(url)
 
         async def run() -> HttpSession:
             async with httpx.AsyncClient(base_url=url) as http:
                 s = HttpSession(http, CREDS)
                 for _ in range(3):
                     await s.request("GET", "/api/v2/ai/llm/models")
-                await asyncio.sleep(1.2)  # the token has expired on the service's side
+                assert s.tokens.requests == 1  # cached
+                org.admin("POST", "clock", {"advance_s": 3601})  # expired on the service's side
                 await s.request("GET", "/api/v2/ai/llm/models")
                 return s
 
         session = asyncio.run(run())
-        # A 1 s lifetime is below the refresh margin, so tokens are reused for half their life
-        # and a 401 after expiry gets exactly one fresh token.
-        assert 2 <= session.tokens.requests <= 4
+        assert session.tokens.requests == 2  # one refresh, after the service's 401
         assert session.stats.requests >= 4
+        stats = org.admin("GET", "stats")
+        assert stats["statuses"] == {"200": 4, "401": 1}
+        assert stats["tokens"] == 1  # the expired one was evicted when it was refused
 
 
 def test_bad_credentials_are_an_auth_error_naming_no_secret(org: Org) -> None:

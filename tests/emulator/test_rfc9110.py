@@ -242,12 +242,12 @@ def test_unknown_scopes_are_invalid_scope(org: Org) -> None:
 
 
 def test_expired_tokens_are_evicted() -> None:
-    with running_emulator(EmulatorConfig(token_lifetime_s=1)) as url:
+    with running_emulator(EmulatorConfig(token_lifetime_s=60)) as url:
         org = Org(url)
         first = org.token()
         org.token()
         assert org.admin("GET", "stats")["tokens"] == 2
-        time.sleep(1.1)
+        org.admin("POST", "clock", {"advance_s": 61})
         expired = httpx.get(f"{url}{FN}", headers={"Authorization": f"Bearer {first}"})
         assert_genesys_error(expired, 401, "bad.credentials")
         assert org.admin("GET", "stats")["tokens"] == 1  # the one just used is gone
@@ -309,6 +309,8 @@ def guarded() -> Iterator[str]:
         ("PUT", "faults", {}),
         ("POST", "concurrent-writer", {"resources": []}),
         ("POST", "bulk", {}),
+        ("GET", "clock", None),
+        ("POST", "clock", {"advance_s": 1}),
     ],
 )
 def test_admin_endpoints_need_the_admin_token(guarded: str, method: str, path: str, body: Any) -> None:
@@ -347,6 +349,17 @@ def test_the_api_itself_does_not_need_the_admin_token(guarded: str) -> None:
         ("POST", "bulk", b'{"context-policies": [{"id": "p", "token_limit_matrix": 5}]}'),
         ("POST", "bulk", b'{"function-definitions": [{"id": "f", "timeoutMillis": "soon"}]}'),
         ("POST", "bulk", b"{"),
+        ("POST", "clock", b""),
+        ("POST", "clock", b"{}"),
+        ("POST", "clock", b"[60]"),
+        ("POST", "clock", b'{"advance_s": "60"}'),
+        ("POST", "clock", b'{"advance_s": true}'),
+        ("POST", "clock", b'{"advance_s": 0}'),
+        ("POST", "clock", b'{"advance_s": -5}'),
+        ("POST", "clock", b'{"advance_s": NaN}'),
+        ("POST", "clock", b'{"advance_s": Infinity}'),
+        ("POST", "clock", b'{"advance_s": 2678401}'),
+        ("POST", "clock", b'{"advance_s": 60, "to": "2030-01-01"}'),
     ],
 )
 def test_malformed_admin_bodies_are_400(org: Org, method: str, path: str, body: bytes) -> None:

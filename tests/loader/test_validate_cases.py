@@ -313,7 +313,8 @@ CASES: list[tuple[str, dict[str, str], str, str]] = [
         "undefined variable in a template block, on its own line",
         prompt(
             'template: "Hello {{ name }}{% for m in messages %} {{ m.text }}{% endfor %}"',
-            "template: |\n    Hello {{ name }}\n    {% for m in messages %} {{ m.text }}{% endfor %}\n    Ask ${nowhere}.",
+            "template: |\n    Hello {{ name }}\n"
+            "    {% for m in messages %} {{ m.text }}{% endfor %}\n    Ask ${nowhere}.",
         ),
         "prompt.yaml:12",
         "undefined variable ${nowhere}",

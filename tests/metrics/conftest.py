@@ -13,6 +13,11 @@ from reconciler.emulator.server import running_emulator
 from tests.conftest import Org
 
 CALLS_PER_SECOND = 40.0  # per prompt: a 2-second window holds about 80 calls
+# The busy org's clock starts this far behind the tests' (wall) clock. What a test applies is
+# stamped on the emulator's clock, so once ``catch_up`` has advanced it by as much, the prompts
+# have this much traffic behind them inside the windows the CLI reads off the wall clock: the
+# history a test needs, without waiting for it.
+HISTORY_S = 2.5
 
 PROMPTS = """\
 apiVersion: reconciler.genesys.cloud/v1
@@ -46,9 +51,16 @@ def busy_org() -> Iterator[Org]:
         rate_limit_per_minute=100_000,
         seed=1,
         traffic=Traffic(calls_per_second=CALLS_PER_SECOND, seed=7),
+        clock_offset_s=-HISTORY_S,
     )
     with running_emulator(config) as url:
         yield Org(url)
+
+
+def catch_up(org: Org) -> str:
+    """Move the busy org's clock up to the wall clock: what was applied since it started has
+    ``HISTORY_S`` seconds of traffic. The emulator's time afterwards, as an ISO instant."""
+    return str(org.admin("POST", "clock", {"advance_s": HISTORY_S})["now"])
 
 
 def write_gated_project(root: Path, manifests: str = PROMPTS, webhook_url: str | None = None) -> Path:

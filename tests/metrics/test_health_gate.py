@@ -1,7 +1,8 @@
 """`apply --health-gate`: a change that makes a prompt worse is rolled back on its own.
 
-Each test applies version 1, waits one gate's length so there is a baseline, then applies
-version 2 with a gate of a few seconds while the emulator is told how version 2 behaves.
+Each test applies version 1 with one gate's length of traffic behind it (the emulator's clock
+catches up, no waiting) so there is a baseline, then applies version 2 with a gate of a few
+seconds, waited for real, while the emulator is told how version 2 behaves.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from click.testing import CliRunner
 from reconciler.cli import main
 from reconciler.journal import Journal, RecordType, verify
 from tests.conftest import Org
-from tests.metrics.conftest import PROMPTS, write_gated_project
+from tests.metrics.conftest import PROMPTS, catch_up, write_gated_project
 
 GATE = "2s"
 V1 = "Hello {{ name }}, how can I help?"
@@ -46,10 +47,10 @@ def hook(webhook: tuple[str, list[bytes]]) -> list[bytes]:
 def project(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy_org: Org, webhook: tuple[str, list[bytes]]
 ) -> Path:
-    """Version 1 applied and live for one gate's length (the baseline); version 2 in git."""
+    """Version 1 applied and live for more than one gate's length (the baseline); version 2 in git."""
     monkeypatch.chdir(write_gated_project(tmp_path, PROMPTS, webhook[0]))
     assert cli(busy_org, "apply", "--auto-approve")[0] == 0
-    time.sleep(2.2)
+    catch_up(busy_org)  # version 1 has HISTORY_S (> GATE) of traffic behind it
     manifest = tmp_path / "manifests" / "all.yaml"
     manifest.write_text(manifest.read_text().replace(V1, V2))
     webhook[1].clear()

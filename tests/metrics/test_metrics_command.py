@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from click.testing import CliRunner
 
 from reconciler.cli import main
 from tests.conftest import Org
-from tests.metrics.conftest import CALLS_PER_SECOND, write_gated_project
+from tests.metrics.conftest import CALLS_PER_SECOND, HISTORY_S, catch_up, write_gated_project
 
 QUERY = "/api/v2/analytics/conversations/details/query"
 
@@ -72,7 +71,7 @@ def live_prompts(org: Org) -> dict[str, dict[str, Any]]:
 
 def test_metrics_match_what_the_emulator_generated(busy_org: Org, project: Path) -> None:
     assert cli(busy_org, "apply", "--auto-approve")[0] == 0
-    time.sleep(2.5)
+    catch_up(busy_org)  # the prompts have HISTORY_S of traffic behind them
     code, out = cli(busy_org, "metrics", "--since", "10s", "--format", "json")
     assert code == 0, out
     report = json.loads(out)
@@ -89,6 +88,7 @@ def test_metrics_match_what_the_emulator_generated(busy_org: Org, project: Path)
         lived = datetime.fromisoformat(end).timestamp() - max(
             created, datetime.fromisoformat(start).timestamp()
         )
+        assert lived >= HISTORY_S
         assert abs(shown["calls"] - CALLS_PER_SECOND * lived) <= 2
         assert 0.9 <= shown["successRate"] <= 1.0
     router = report["prompts"][1]
@@ -110,13 +110,13 @@ def test_a_window_answers_the_same_every_time_and_behaviour_changes_only_from_no
 ) -> None:
     assert cli(busy_org, "apply", "--auto-approve")[0] == 0
     router = live_prompts(busy_org)["router"]["id"]
-    time.sleep(1.5)
-    before = datetime.now().astimezone().isoformat()
+    # Windows on the emulator's clock, moved 1.5 s at a time (its traffic's timeline).
+    before = advance(busy_org, 1.5)
     first = raw_records(busy_org, [router], router_created(busy_org), before)
+    assert len(first) >= CALLS_PER_SECOND * 1.5 - 2
     busy_org.admin("PUT", "metrics", {"router": {"successRate": 0.25, "latencyMs": 3000, "variant": "long"}})
-    changed = datetime.now().astimezone().isoformat()
-    time.sleep(1.5)
-    after = datetime.now().astimezone().isoformat()
+    changed = str(busy_org.admin("GET", "clock")["now"])
+    after = advance(busy_org, 1.5)
     # The past did not change, and asking again answers the same records.
     assert raw_records(busy_org, [router], router_created(busy_org), before, page_size=1000) == first
     later = raw_records(busy_org, [router], changed, after)
@@ -128,13 +128,18 @@ def test_a_window_answers_the_same_every_time_and_behaviour_changes_only_from_no
     assert expected(short_calls)["meanLatencyMs"] < 1000
 
 
+def advance(org: Org, seconds: float) -> str:
+    """Let ``seconds`` pass on the emulator's clock; its time afterwards."""
+    return str(org.admin("POST", "clock", {"advance_s": seconds})["now"])
+
+
 def router_created(org: Org) -> str:
     return str(live_prompts(org)["router"]["dateCreated"])
 
 
 def test_text_report_names_prompts_and_variants(busy_org: Org, project: Path) -> None:
     assert cli(busy_org, "apply", "--auto-approve")[0] == 0
-    time.sleep(1)
+    catch_up(busy_org)
     code, out = cli(busy_org, "metrics", "router", "--since", "5m")
     assert code == 0, out
     assert "router" in out and "short" in out and "long" in out and "assistant" not in out
@@ -180,7 +185,7 @@ def test_the_markdown_plan_shows_live_traffic_next_to_a_prompt_change(
     monkeypatch.chdir(write_gated_project(tmp_path))
     code, out = cli(busy_org, "apply", "--auto-approve")
     assert code == 0, out
-    time.sleep(1.0)  # traffic accrues from the prompt's creation
+    catch_up(busy_org)  # traffic accrues from the prompt's creation
     manifests = tmp_path / "manifests" / "all.yaml"
     manifests.write_text(manifests.read_text().replace("how can I help?", "what do you need?"))
     code, out = cli(busy_org, "plan", "--format", "markdown")

@@ -148,3 +148,24 @@ def test_breaking_in_array_items_and_widening_is_fine() -> None:
             "parameter 'tags[]' maxLength lowered from 50 to 20",
         )
     ]
+
+
+def test_the_byte_equal_fast_path_decides_nothing_the_canonical_path_would_not() -> None:
+    """``compare`` first checks whether both documents have the same sorted-key JSON; every case
+    where that shortcut could be wrong must still be decided by the canonical comparison."""
+    base = fn({"type": "object", "properties": {"x": {"type": "number", "maximum": 5}}})
+    same_data_other_key_order = fn({"properties": {"x": {"maximum": 5, "type": "number"}}, "type": "object"})
+    assert not compare(base, same_data_other_key_order, Kind.FUNCTION_DEFINITION)
+    # Equal once canonical, different as bytes: the canonical path still says "no change".
+    assert not compare(
+        base,
+        fn({"type": "object", "properties": {"x": {"type": "number", "maximum": 5.0}}}),
+        Kind.FUNCTION_DEFINITION,
+    )
+    assert not compare(doc({"functions": ["a", "b"]}), doc({"functions": ["b", "a"]}), Kind.PROMPT)
+    # Python's == says True == 1 and NaN != NaN; orjson writes NaN as null: none of it is "identical".
+    assert compare(doc({"maxTokens": True}), doc({"maxTokens": 1}), Kind.PROMPT)
+    assert compare(doc({"x": float("nan")}), doc({"x": None}), Kind.PROMPT)
+    assert compare(doc({"x": 2**70}), doc({"x": 2**70 + 1}), Kind.PROMPT)
+    assert not compare(doc({"x": 2**70}), doc({"x": 2**70}), Kind.PROMPT)
+    assert compare(doc({}, {"team": "a"}), doc({}, {"team": "b"}), Kind.PROMPT)
