@@ -96,6 +96,9 @@ class LoadedManifest:
 class ManifestSet:
     manifests: tuple[LoadedManifest, ...]
     digest: str
+    # Resources whose document names them but did not load (its problems are reported): a prompt
+    # referencing one is not told again that it "is not defined".
+    invalid: frozenset[ResourceKey] = frozenset()
 
     def by_key(self) -> dict[ResourceKey, LoadedManifest]:
         return {key_of(m.manifest): m for m in self.manifests}
@@ -506,6 +509,7 @@ class _FileOutcome:
     events: tuple[Problem | int, ...]
     manifests: tuple[LoadedManifest, ...]
     alone: tuple[tuple[Problem, ...], ...]
+    invalid: tuple[tuple[str, str], ...] = ()  # (kind, name) of documents that did not load
 
 
 class _LazyPositions(Mapping[str, tuple[int, int]]):
@@ -550,17 +554,30 @@ def _load_file(
         events.extend(problems)
         problems.clear()
 
+    invalid: list[tuple[str, str]] = []
     for index, (data, doc, source) in enumerate(parse_documents(file, text, variables, problems)):
         manifest = _manifest(data, doc, problems)
         flush()
         if manifest is None:
+            named = _named(data)
+            if named is not None:
+                invalid.append(named)
             continue
         events.append(len(manifests))
         manifests.append(LoadedManifest(manifest, source, doc.positions))
         recorded.append((data, index))
     flush()
     alone = tuple(tuple(check_alone(m)) if check_alone else () for m in manifests)
-    return _FileOutcome(tuple(events), tuple(manifests), alone), recorded
+    return _FileOutcome(tuple(events), tuple(manifests), alone, tuple(invalid)), recorded
+
+
+def _named(data: dict[str, Any]) -> tuple[str, str] | None:
+    """(kind, name) of a document that says which resource it is, though it did not load."""
+    kind, metadata = data.get("kind"), data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if kind in {k.value for k in Kind} and isinstance(name, str) and name:
+        return str(kind), name
+    return None
 
 
 def _payload(outcome: _FileOutcome, recorded: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
@@ -576,6 +593,7 @@ def _payload(outcome: _FileOutcome, recorded: list[tuple[dict[str, Any], int]]) 
             for m, (data, index) in zip(outcome.manifests, recorded, strict=True)
         ],
         "alone": [[problem(p) for p in own] for own in outcome.alone],
+        "invalid": [list(k) for k in outcome.invalid],
     }
 
 
@@ -611,7 +629,8 @@ def _from_payload(payload: Any, file: str, text: str, variables: Mapping[str, st
         range(len(manifests))
     ):
         raise ValueError("malformed outcome")
-    return _FileOutcome(tuple(events), tuple(manifests), alone)
+    invalid = tuple((str(Kind(kind).value), str(name)) for kind, name in payload.get("invalid", []))
+    return _FileOutcome(tuple(events), tuple(manifests), alone, invalid)
 
 
 def _tool_version() -> str:
@@ -827,7 +846,8 @@ def load_checked(
             seen[key] = source
             loaded.append(item)
             alone.append(list(outcome.alone[event]))
-    return ManifestSet(tuple(loaded), digest.hexdigest()), problems, alone
+    invalid = frozenset(ResourceKey(Kind(k), n) for o in outcomes.values() for k, n in o.invalid)
+    return ManifestSet(tuple(loaded), digest.hexdigest(), invalid - set(seen)), problems, alone
 
 
 def _manifest(data: dict[str, Any], doc: _Document, problems: list[Problem]) -> Manifest | None:

@@ -380,7 +380,9 @@ def check_prompt_alone(check: _Checker, prompt: Prompt) -> None:
                 check.add(f"spec.variants[{i}].name", f"variant name {name!r} is used twice")
 
 
-def check_references(check: _Checker, prompt: Prompt, known: Mapping[ResourceKey, LoadedManifest]) -> None:
+def check_references(
+    check: _Checker, prompt: Prompt, known: Mapping[ResourceKey, LoadedManifest | None]
+) -> None:
     """The functions and the policy a prompt names are defined (a rule across files: it runs on
     every load, cached or not)."""
     spec = prompt.spec
@@ -723,7 +725,10 @@ def _with_references(
 ) -> list[Problem]:
     """``alone`` (the problems of each manifest on its own), each followed by the manifest's
     reference problems, in the order ``check`` has always reported them."""
-    known = manifests.by_key()
+    known: dict[ResourceKey, LoadedManifest | None] = {
+        **dict.fromkeys(manifests.invalid),
+        **manifests.by_key(),
+    }
     for loaded, own in zip(manifests.manifests, alone, strict=True):
         problems.extend(own)
         if isinstance(loaded.manifest, Prompt):

@@ -413,3 +413,17 @@ def test_schemas_are_fresh() -> None:
     repo = Path(__file__).resolve().parents[2]
     for name, text in schema_files().items():
         assert (repo / "schemas" / name).read_text() == text, f"schemas/{name} is stale: run make schemas"
+
+
+def test_an_invalid_function_is_not_also_undefined_in_every_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One mistake, one problem: the prompt referencing a broken function is not told it is
+    undefined (with and without the cache, which remembers which documents did not load)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "manifests").mkdir()
+    write(tmp_path / "manifests", fn("timeoutMillis: 1000", 'timeoutMillis: "abc"'))
+    for _ in range(2):  # the second run answers from the cache
+        result = CliRunner().invoke(main, ["validate", "manifests"], catch_exceptions=False)
+        assert result.exit_code == 1
+        assert "timeoutMillis" in result.output and "not defined" not in result.output, result.output
