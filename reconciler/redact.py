@@ -12,7 +12,10 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
+
+import orjson
 
 from reconciler import pointers
 from reconciler.models import Kind, ProjectConfig
@@ -50,15 +53,41 @@ class Redactor:
             s = s.replace(secret, SECRET_MASK)
         return s
 
+    @cached_property
+    def _encoded_secrets(self) -> tuple[bytes, ...] | None:
+        # Each secret as it appears inside a JSON string: escaping works character by character,
+        # so a string holding a secret holds its escaped form once encoded. None: a secret JSON
+        # cannot hold (a lone surrogate from an undecodable environment variable): always walk.
+        try:
+            return tuple(orjson.dumps(secret)[1:-1] for secret in self.secrets)
+        except orjson.JSONEncodeError:
+            return None
+
+    def _cannot_hold_secret(self, obj: Any) -> bool:
+        """Whether ``obj`` is JSON data in which no key or string holds a secret: one search of
+        its encoding instead of a walk that copies every string (a journal record per write)."""
+        secrets = self._encoded_secrets
+        if secrets is None:
+            return False
+        try:
+            encoded = orjson.dumps(obj)
+        except (TypeError, orjson.JSONEncodeError):  # not plain JSON data: walk it
+            return False
+        return not any(secret in encoded for secret in secrets)
+
     def value(self, obj: Any) -> Any:
-        if not self.secrets:
+        """``obj`` with every secret masked in its strings and keys (itself when there is none)."""
+        if not self.secrets or (isinstance(obj, dict | list) and self._cannot_hold_secret(obj)):
             return obj
+        return self._walk(obj)
+
+    def _walk(self, obj: Any) -> Any:
         if isinstance(obj, str):
             return self.text(obj)
         if isinstance(obj, dict):
-            return {self.text(k) if isinstance(k, str) else k: self.value(v) for k, v in obj.items()}
+            return {self.text(k) if isinstance(k, str) else k: self._walk(v) for k, v in obj.items()}
         if isinstance(obj, list | tuple):
-            return [self.value(v) for v in obj]
+            return [self._walk(v) for v in obj]
         return obj
 
     def resource(self, kind: Kind, spec: dict[str, Any]) -> dict[str, Any]:

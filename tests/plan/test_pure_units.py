@@ -199,3 +199,36 @@ def test_unknown_schema_keywords_are_found_in_every_subschema() -> None:
     assert "did you mean 'maxLength'" in found["spec.parameters.properties.q.maxLenght"]
     assert "a comma inside" in found["spec.parameters.properties.tags.items.e.g. x"]
     assert "null" in found["spec.parameters.anyOf[0].minimum"]
+
+
+def test_redaction_shortcut_gives_what_the_walk_gives() -> None:
+    # value() skips the walk when the JSON encoding holds no secret; the answer must be the same
+    # as walking, including secrets JSON escapes, secrets in keys, and data JSON cannot encode.
+    import json
+    import random
+
+    secrets = ('quo"te\\slash', "tab\there", "ünï\u2028code", "plain-canary-4711")
+    redactor = Redactor(tuple(sorted(secrets, key=len, reverse=True)))
+    rng = random.Random(15)
+
+    def text() -> str:
+        pieces = ["a", "b c", "\n", '"', "\\", "é", *secrets, "plain-canary", "tab\t"]
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 4)))
+
+    def document(depth: int) -> object:
+        roll = rng.random()
+        if depth > 3 or roll < 0.3:
+            return rng.choice([text(), rng.randint(-5, 5), 2**70, None, True, 1.5])
+        if roll < 0.65:
+            return {text(): document(depth + 1) for _ in range(rng.randint(0, 4))}
+        return [document(depth + 1) for _ in range(rng.randint(0, 4))]
+
+    for _ in range(2000):
+        doc = {"spec": document(0)}
+        walked = redactor._walk(doc)
+        assert json.dumps(redactor.value(doc), sort_keys=True) == json.dumps(walked, sort_keys=True)
+        assert not any(s in json.dumps(redactor.value(doc), ensure_ascii=False) for s in secrets)
+    # Not JSON data (a non-string key, a lone surrogate): walked as before.
+    assert redactor.value({1: "plain-canary-4711"}) == {1: "***"}
+    assert redactor.value(["\ud800plain-canary-4711"]) == ["\ud800***"]
+    assert Redactor(("\udcff-secret",)).value({"k": "x\udcff-secret"}) == {"k": "x***"}
