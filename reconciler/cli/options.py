@@ -184,7 +184,16 @@ def use_color(no_color: bool) -> bool:
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run one command's async body to completion."""
-    return asyncio.run(coroutine)
+    # The result travels in a box, not as the main task's result: CPython 3.11's asyncio.run
+    # formats the finished task, result included, when it restores the SIGINT handler, and the
+    # repr of a whole plan cost 0.4 s and 50 MB at 10k resources.
+    box: list[T] = []
+
+    async def main() -> None:
+        box.append(await coroutine)
+
+    asyncio.run(main())
+    return box[0]
 
 
 QUIET = "reconciler.quiet"
