@@ -1,0 +1,58 @@
+"""Listings page stably whatever happens between two page requests (inserts, updates, deletes),
+past the end, and with the prompts' name filter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import Org
+from tests.emulator.test_http_semantics import FN, PROMPTS, function, prompt
+
+
+def _ids(entities: list[dict[str, Any]]) -> list[str]:
+    return [e["id"] for e in entities]
+
+
+def test_listing_pages_follow_writes_between_requests(org: Org) -> None:
+    org.admin("POST", "bulk", {"function-definitions": [function(i) for i in range(250)]})
+
+    def page(number: int, size: int = 100) -> dict[str, Any]:
+        response = org.api("GET", f"{FN}?pageSize={size}&pageNumber={number}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    first = page(1)
+    assert _ids(first["entities"]) == [f"func-{i}" for i in range(100)]
+    # Between pages: two rows of page 1 go, one new row comes (at the end), one is updated.
+    for i in (3, 50):
+        etag = org.api("GET", f"{FN}/func-{i}").headers["ETag"]
+        assert org.api("DELETE", f"{FN}/func-{i}", headers={"If-Match": etag}).status_code == 204
+    assert org.api("PUT", f"{FN}/func-900", function(900)).status_code == 201
+    etag = org.api("GET", f"{FN}/func-120").headers["ETag"]
+    assert org.api("PUT", f"{FN}/func-120", function(120, description="new"), {"If-Match": etag}).is_success
+    order = [f"func-{i}" for i in range(250) if i not in (3, 50)] + ["func-900"]
+
+    second = page(2)
+    assert _ids(second["entities"]) == order[100:200]  # shifted by the deletes, as OFFSET was
+    assert second["total"] == 249 and second["pageCount"] == 3
+    assert second["nextUri"].endswith("pageSize=100&pageNumber=3")
+    last = page(3)
+    assert _ids(last["entities"]) == order[200:] and "nextUri" not in last
+    assert last["previousUri"].endswith("pageNumber=2") and last["lastUri"].endswith("pageNumber=3")
+    past = page(4)
+    assert past["entities"] == [] and past["total"] == 249 and past["pageCount"] == 3
+    assert _ids(page(83, 3)["entities"]) == order[246:]
+    assert page(10**15)["entities"] == []
+
+
+def test_prompt_name_filter_pages(org: Org) -> None:
+    created = [org.api("POST", PROMPTS, prompt(f"p{i}")).json()["id"] for i in range(3)]
+    body = org.api("GET", f"{PROMPTS}?name=p1&pageSize=1&pageNumber=1").json()
+    assert _ids(body["entities"]) == [created[1]] and body["total"] == 1 and body["pageCount"] == 1
+    assert "name=p1" in body["selfUri"] and "nextUri" not in body
+    assert org.api("GET", f"{PROMPTS}?name=p1&pageSize=1&pageNumber=2").json()["entities"] == []
+    none = org.api("GET", f"{PROMPTS}?name=nope").json()
+    assert none["entities"] == [] and none["total"] == 0 and none["pageCount"] == 0
+    everything = org.api("GET", f"{PROMPTS}?pageSize=2&pageNumber=2").json()
+    assert _ids(everything["entities"]) == created[2:] and everything["total"] == 3
