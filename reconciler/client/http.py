@@ -1,9 +1,10 @@
 """The HTTP layer every request of a run goes through: auth, one rate limiter, retries, errors.
 
 What lives here is kind-agnostic: OAuth client credentials with a cached token (refreshed before
-expiry and once on a 401), ONE token bucket shared by all requests of a run that also obeys the
-service's ``inin-ratelimit-*`` headers and ``Retry-After``, capped exponential backoff with full
-jitter, and the mapping of error responses to the typed exceptions in ``reconciler.errors``.
+expiry and once on a 401), ONE rate limiter shared by all requests of a run that spends the
+budget of the window the service reports in its ``inin-ratelimit-*`` headers without overrunning
+it and obeys ``Retry-After``, capped exponential backoff with full jitter, and the mapping of error
+responses to the typed exceptions in ``reconciler.errors``.
 
 What must not live here: anything about a particular kind (that is ``reconciler.kinds``) or about what a
 write means (that is ``apply``). Non-idempotent requests (POST) are never retried after the
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -38,9 +41,20 @@ from reconciler.errors import (
 )
 
 DEFAULT_RATE_PER_MINUTE = 300
-# Run a little below the advertised rate: the service counts in windows we cannot see exactly,
-# and a 429 costs a full Retry-After pause, far more than the 3% we give up.
-RATE_SAFETY = 0.97
+# The service counts each token's requests in fixed windows of one minute.
+WINDOW_S = 60.0
+# Pacing may catch up on budget left unused earlier in a window, but never faster than this many
+# times the window's average rate.
+CATCH_UP = 2.0
+# A request waiting on something only a response can change (a request still in flight) looks again
+# this often.
+POLL_S = 0.25
+# A request may start this much before its turn in the pacing schedule (the schedule itself
+# keeps the average): at high rates a few requests go together instead of each sleeping 1 ms.
+PACE_SLACK_S = 0.005
+# An answer that took this long cannot be placed in a window (its headers teach nothing): any
+# two answers quicker than this whose windows' possible ends overlap are from the same window.
+VAGUE_S = WINDOW_S / 2 - 1
 # Refresh a token this long before the service says it expires.
 TOKEN_REFRESH_MARGIN_S = 60.0
 
@@ -58,12 +72,65 @@ class RetryPolicy:
         return rng.uniform(0, min(self.cap_s, self.base_s * (2**attempt)))
 
 
-class RateLimiter:
-    """A token bucket shared by every request of a run.
+@dataclass(eq=False)
+class Permit:
+    """One request's place in the budget, from ``acquire`` until its answer is observed or it is
+    released without one."""
 
-    It starts at the configured rate, re-learns the rate from ``inin-ratelimit-allowed``, stops
-    everyone when the service says the window is used up (``inin-ratelimit-count`` reaching
-    ``allowed``), and pauses everyone for a 429's ``Retry-After``.
+    started: float
+    lost_before: int  # how many requests had ended without headers when this one started
+    done: bool = False
+
+
+@dataclass
+class _Window:
+    """The service's current window as its answers place it, in our clock."""
+
+    lo: float  # it certainly ends after this ...
+    hi: float  # ... and no later than this
+    top: float  # the highest count an answer showed in it
+    lost_before: int  # the limiter's lost count when that answer's request started
+
+
+class RateLimiter:
+    """The one budget every request of a run draws on, kept by the service's own window.
+
+    Every answer says how many requests the service has counted in the current window
+    (``inin-ratelimit-count``), the window's budget (``inin-ratelimit-allowed``, from which the
+    rate is re-learned) and the whole seconds until it resets, rounded up
+    (``inin-ratelimit-reset``). An answer received at ``r`` for a request started at ``s`` places
+    the window's end in ``(s + reset - 1, r + reset]``; intersecting those intervals narrows it to
+    about one pacing step, and an answer whose interval begins after the known window's ends
+    belongs to the next window. A request may start only when it cannot be counted over the
+    budget:
+
+    * while the window may still be running (before the latest end its answers allow): the
+      highest count an answer showed, plus every request that may have been counted after that
+      one, must leave room. Those are the requests in flight now (in flight may be counted or
+      not: they are taken as counted) and those that ended without headers since that answer's
+      request started. Any other request counted after it would have been answered with a
+      higher count;
+    * in the window after it, before any answer from it: our own requests that ended after the
+      earliest time the current window may end, or are still in flight, must leave room;
+    * and, whatever the headers said or did not say, our own requests that ended within the last
+      minute or are in flight must leave room: no request that ended earlier can share a
+      one-minute window with a new one. This alone keeps a service without the headers safe.
+
+    Each bound errs only high, so no request of ours is counted over the budget. A request
+    without headers (an error without them, a lost connection, an answer too slow to place in a
+    window) releases its place in flight and stays counted as lost. A 429's ``Retry-After`` still
+    pauses everyone (``pause``).
+
+    Pacing within a window: the budget left is spread over the time left, one request every
+    ``time left / (budget left + 1)``, but never faster than ``CATCH_UP`` times the average rate.
+    That spends the whole budget by the window's end, including budget a quiet start left
+    unused (the hard bounds make the old safety margin below the rate unnecessary), and never
+    fires a window's budget in one burst, which would starve anyone else using the same token.
+    With no window known (before the first answer, or after one ended) requests go at the
+    advertised rate, one every ``60 s / allowed``.
+
+    Callers end each permit ``acquire`` returns: ``observe(headers, permit)`` with the answer's
+    headers, or ``release(permit)`` when there is none.
     """
 
     def __init__(
@@ -71,50 +138,123 @@ class RateLimiter:
     ) -> None:
         self._clock = clock
         self._lock = asyncio.Lock()
-        self._set_rate(per_minute)
-        self._tokens = 1.0
-        self._updated = clock()
+        self.per_minute = per_minute
+        self._window: _Window | None = None
+        self._in_flight: set[Permit] = set()
+        self._ended: list[float] = []  # when requests of the last minute ended, ascending
+        self._lost = 0  # requests ended without (usable) headers
+        self._paced_at = -math.inf  # when the last request was due in the pacing schedule
         self._blocked_until = 0.0
 
-    def _set_rate(self, per_minute: float) -> None:
-        self.per_minute = per_minute
-        self._rate = max(per_minute * RATE_SAFETY / 60.0, 1e-6)
-        # About one second of burst: enough to overlap round trips, too little to overrun a window.
-        self._capacity = max(1.0, self._rate)
-
-    async def acquire(self) -> None:
+    async def acquire(self) -> Permit:
         async with self._lock:
             while True:
                 now = self._clock()
-                if now < self._blocked_until:
-                    await asyncio.sleep(self._blocked_until - now)
-                    continue
-                self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
-                self._updated = now
-                # The tolerance and the 1 ms floor keep float rounding from spinning forever.
-                if self._tokens >= 1.0 - 1e-9:
-                    self._tokens = max(0.0, self._tokens - 1.0)
-                    return
-                await asyncio.sleep(max((1.0 - self._tokens) / self._rate, 0.001))
+                start, due = self._earliest_start(now)
+                if start <= now:
+                    break
+                wait = start - now
+                if self._in_flight or wait == math.inf:
+                    wait = min(wait, POLL_S)  # an answer may change the picture before then
+                # The 1 ms floor keeps float rounding from spinning.
+                await asyncio.sleep(max(wait, 0.001))
+            permit = Permit(now, self._lost)
+            self._in_flight.add(permit)
+            self._paced_at = max(due, now)
+            return permit
 
-    def observe(self, headers: Mapping[str, str]) -> None:
-        """Learn from a response's rate-limit headers."""
+    def observe(self, headers: Mapping[str, str], permit: Permit) -> None:
+        """Learn from an answer's rate-limit headers; ends ``permit``, the request answered."""
+        if permit.done:
+            return
+        now = self._clock()
         allowed = _number(headers.get("inin-ratelimit-allowed"))
         count = _number(headers.get("inin-ratelimit-count"))
         reset = _number(headers.get("inin-ratelimit-reset"))
-        if allowed and allowed != self.per_minute:
-            self._set_rate(allowed)
-        if allowed and count is not None and reset is not None and count >= allowed:
-            self.pause(reset)
+        if allowed and allowed > 0:
+            self.per_minute = allowed
+        sent, lost_before = permit.started, permit.lost_before
+        placed = count is not None and reset is not None and now - sent < VAGUE_S
+        self._end(permit, now, lost=not placed)
+        if count is None or reset is None or not placed:
+            return
+        lo, hi = sent + reset - 1, now + reset
+        window = self._window
+        if window is None or lo >= window.hi:
+            self._window = _Window(lo, hi, count, lost_before)  # the window after the one we knew
+        elif hi > window.lo:  # the same window; an answer from an earlier one, late, is no news
+            window.lo, window.hi = max(window.lo, lo), min(window.hi, hi)
+            if count > window.top:
+                window.top, window.lost_before = count, lost_before
+
+    def release(self, permit: Permit) -> None:
+        """End a request no headers came back for (an error without them, a lost connection, a
+        request never sent): it no longer holds a place in flight, but stays counted."""
+        if not permit.done:
+            self._end(permit, self._clock(), lost=True)
 
     def pause(self, seconds: float) -> None:
         self._blocked_until = max(self._blocked_until, self._clock() + max(0.0, seconds))
-        self._tokens = 0.0
 
     def paused_for(self) -> float:
         """Seconds everyone still waits for the service's rate limit (0 when not paused): what a
         progress display tells the person watching."""
-        return max(0.0, self._blocked_until - self._clock())
+        now = self._clock()
+        until = self._blocked_until
+        window = self._window
+        if window is not None and now < window.hi and self._used(window) + 1 > self._budget():
+            until = max(until, window.hi)
+        return max(0.0, until - now)
+
+    def _budget(self) -> int:
+        return max(1, math.floor(self.per_minute + 1e-9))
+
+    def _used(self, window: _Window) -> float:
+        """At most this many requests are counted in ``window`` (see the class)."""
+        return window.top + len(self._in_flight) + (self._lost - window.lost_before)
+
+    def _end(self, permit: Permit, now: float, *, lost: bool) -> None:
+        permit.done = True
+        self._in_flight.discard(permit)
+        self._lost += lost
+        if self._ended and now < self._ended[-1]:
+            bisect.insort(self._ended, now)
+        else:
+            self._ended.append(now)
+
+    def _own_clear(self, since: float, now: float, budget: int) -> float:
+        """When, from ``now``, our own requests that ended after ``since`` (or after a minute ago,
+        whichever is later) or are still in flight leave room for one more: ``now`` if they
+        already do, ``inf`` if only answers can make room (that many are in flight)."""
+        old = bisect.bisect_right(self._ended, now - WINDOW_S)
+        if old > 256 and old * 2 > len(self._ended):
+            del self._ended[:old]  # never asked about again
+        first = bisect.bisect_right(self._ended, max(since, now - WINDOW_S))
+        excess = len(self._in_flight) + len(self._ended) - first - (budget - 1)
+        if excess <= 0:
+            return now
+        if first + excess > len(self._ended):
+            return math.inf
+        # The minute slides past the ``excess`` earliest of them.
+        return self._ended[first + excess - 1] + WINDOW_S
+
+    def _earliest_start(self, now: float) -> tuple[float, float]:
+        """The earliest time a request may start, as far as is known at ``now`` (the hard bounds,
+        see the class, and pacing), and when it is due in the pacing schedule."""
+        budget = self._budget()
+        window = self._window
+        step = WINDOW_S / budget  # no window known: the advertised rate
+        # Our own requests, in the window after the known one (or in any window, none known).
+        start = max(self._blocked_until, self._own_clear(window.lo if window else -math.inf, now, budget))
+        if window is not None and now < window.hi:
+            left = budget - self._used(window)
+            if left < 1:
+                return max(start, window.hi), window.hi
+            if self._paced_at > -math.inf:
+                fastest = WINDOW_S / (CATCH_UP * budget)
+                step = max((window.hi - self._paced_at) / (left + 1), fastest)
+        due = self._paced_at + step
+        return max(start, due - PACE_SLACK_S), due
 
 
 def _number(value: str | None) -> float | None:
@@ -334,42 +474,47 @@ class HttpSession:
         refreshed = False
         content, extra = _encoded(json)
         while True:
-            await self.limiter.acquire()
-            token = await self.tokens.token()
-            all_headers = {"Authorization": f"Bearer {token}", **extra, **(headers or {})}
-            self.stats.requests += 1
-            started = time.perf_counter()
+            permit = await self.limiter.acquire()
             try:
-                response = await self.http.request(
-                    method,
-                    path,
-                    content=content,
-                    json=json if content is None else None,
-                    params=params,
-                    headers=all_headers,
-                )
-            except httpx.HTTPError as exc:
-                _trace(method, path, type(exc).__name__, started, "")
-                error: ApiError = TransportError(
-                    ApiErrorInfo(0, "transport", _describe(exc), method=method, url=path)
-                )
-            else:
-                _trace(
-                    method,
-                    path,
-                    str(response.status_code),
-                    started,
-                    response.headers.get("ININ-Correlation-Id", ""),
-                )
-                self.limiter.observe(response.headers)
-                if response.status_code < 400:
-                    return response
-                error = error_for(response)
-                if response.status_code == 401 and not refreshed:
-                    # Tokens can be revoked or expire early; one fresh token, then give up.
-                    refreshed = True
-                    self.tokens.invalidate(token)
-                    continue
+                token = await self.tokens.token()
+                all_headers = {"Authorization": f"Bearer {token}", **extra, **(headers or {})}
+                self.stats.requests += 1
+                started = time.perf_counter()
+                try:
+                    response = await self.http.request(
+                        method,
+                        path,
+                        content=content,
+                        json=json if content is None else None,
+                        params=params,
+                        headers=all_headers,
+                    )
+                except httpx.HTTPError as exc:
+                    _trace(method, path, type(exc).__name__, started, "")
+                    error: ApiError = TransportError(
+                        ApiErrorInfo(0, "transport", _describe(exc), method=method, url=path)
+                    )
+                else:
+                    _trace(
+                        method,
+                        path,
+                        str(response.status_code),
+                        started,
+                        response.headers.get("ININ-Correlation-Id", ""),
+                    )
+                    self.limiter.observe(response.headers, permit)
+                    if response.status_code < 400:
+                        return response
+                    error = error_for(response)
+                    if response.status_code == 401 and not refreshed:
+                        # Tokens can be revoked or expire early; one fresh token, then give up.
+                        refreshed = True
+                        self.tokens.invalidate(token)
+                        continue
+            finally:
+                # No headers (an error without them, a lost connection, a failed token fetch,
+                # cancellation): the request's place in flight is freed, and it stays counted.
+                self.limiter.release(permit)
             if isinstance(error, RateLimitedError):
                 # The service asked us to wait and did not process the request: waiting is the
                 # fix, so throttling has its own, larger budget than failures.

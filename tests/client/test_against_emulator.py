@@ -149,7 +149,7 @@ def test_one_rate_limiter_is_shared_by_all_requests(org: Org) -> None:
             await asyncio.gather(*(s.request("GET", "/api/v2/ai/llm/models") for _ in range(8)))
             return time.perf_counter() - started
 
-    # 120/min is 2 per second (less 3%): 8 concurrent requests take about 3.5 s, none throttled.
+    # 120/min is 2 per second, spread: 8 concurrent requests take about 3.5 s, none throttled.
     assert asyncio.run(run()) >= 3.0
     assert org.admin("GET", "stats")["throttled"] == 0
 

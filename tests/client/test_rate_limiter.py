@@ -1,4 +1,4 @@
-"""The shared token bucket, driven by a fake clock (no real waiting)."""
+"""The shared rate limiter, driven by a fake clock (no real waiting); more in test_rate_window.py."""
 
 from __future__ import annotations
 
@@ -35,20 +35,25 @@ def test_bucket_holds_requests_to_the_rate(fake_sleep: FakeClock) -> None:
 
     async def take(n: int) -> None:
         for _ in range(n):
-            await limiter.acquire()
+            limiter.release(await limiter.acquire())
 
     asyncio.run(take(101))
-    # 300/min with a 3% safety margin: 100 further tokens take 100 / 4.85 s.
-    assert 19.0 < fake_sleep.now < 22.0
+    # 300/min, no window known: one request every 0.2 s, 100 further ones take 20 s.
+    assert 19.0 < fake_sleep.now < 21.0
 
 
 def test_headers_teach_the_rate_and_pause_when_the_window_is_used(fake_sleep: FakeClock) -> None:
     limiter = RateLimiter(per_minute=300, clock=fake_sleep)
-    limiter.observe(
-        {"inin-ratelimit-allowed": "60", "inin-ratelimit-count": "60", "inin-ratelimit-reset": "7"}
-    )
-    assert limiter.per_minute == 60
-    asyncio.run(limiter.acquire())
+
+    async def answered_then_next() -> None:
+        limiter.observe(
+            {"inin-ratelimit-allowed": "60", "inin-ratelimit-count": "60", "inin-ratelimit-reset": "7"},
+            await limiter.acquire(),
+        )
+        assert limiter.per_minute == 60
+        await limiter.acquire()
+
+    asyncio.run(answered_then_next())
     assert fake_sleep.now >= 7.0
 
 
