@@ -150,6 +150,92 @@ def _same(kind: Kind, stored: dict[str, Any], intended: dict[str, Any]) -> bool:
     return fingerprint(_document(kind, live)) == fingerprint(desired)
 
 
+_Pending = tuple[RecordType, dict[str, Any], asyncio.Future[None]]
+
+
+class _GroupCommit:
+    """A run's journal records, made durable in groups (group commit, as databases do).
+
+    ``append`` returns once its record is durable, so a change that awaits its intent sends its
+    write only after that: the journal's promise. Records that arrive while a flush is under way
+    wait for the next one, which writes them all with one write and one fsync. Record by record
+    (a lock, an fsync each) the journal would set the pace of the whole apply whatever its
+    parallelism; grouped, the changes in flight share each flush. A change's records keep their
+    order because it awaits each before it goes on; one flusher at a time keeps batches in order.
+
+    The first failed flush is final: every record waiting (its batch, and any queued behind it)
+    fails with its ``JournalError`` and nothing more is written: no audit, no write. The next run
+    records what became of the writes whose outcome is missing.
+    """
+
+    def __init__(self, journal: Journal, run_id: str) -> None:
+        self.journal, self.run_id = journal, run_id
+        self.failure: JournalError | None = None
+        self._pending: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def append(self, record_type: RecordType, data: dict[str, Any]) -> None:
+        """Return once the record is durable; raise ``JournalError`` if it cannot be."""
+        if self.failure is not None:
+            raise self.failure
+        durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((record_type, data, durable))
+        if self._flusher is None:
+            # It starts on the loop's next turn: records that arrive meanwhile join its batch.
+            self._flusher = asyncio.create_task(self._flush())
+        await durable
+
+    async def close(self) -> None:
+        """Wait for the flush under way, if any, so that none outlives the run."""
+        if self._flusher is not None:
+            await self._flusher
+
+    async def _flush(self) -> None:
+        batch: list[_Pending] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                entries = [(self.run_id, record_type, data) for record_type, data, _ in batch]
+                try:
+                    # In a thread, so that the event loop keeps every request in flight moving
+                    # during the fsync. The journal moves its head only once the whole batch is
+                    # durable, so a cancelled flush never leaves it half applied.
+                    await asyncio.to_thread(self.journal.append_many, entries)
+                except JournalError as exc:
+                    # Final, and for the records queued behind too: if cutting the failed batch
+                    # off failed as well, a later one would land after a torn line. (Nothing more
+                    # is queued after this: append refuses once ``failure`` is set.)
+                    self.failure = exc
+                    batch, self._pending = batch + self._pending, []
+                    _settle(batch, exc)
+                except Exception as exc:  # a bug fails the changes of this batch, as one append did
+                    _settle(batch, exc)
+                else:
+                    _settle(batch, None)
+                batch = []
+        finally:
+            self._flusher = None
+            if batch:  # cancelled mid-flush (the loop shutting down): no waiter may be left hanging
+                self.failure = self.failure or JournalError(
+                    "the run was cancelled while the journal was being written; "
+                    "no further change is sent to the org"
+                )
+                _settle(batch + self._pending, self.failure)
+                self._pending = []
+
+
+def _settle(batch: list[_Pending], error: BaseException | None) -> None:
+    for _, _, durable in batch:
+        # A change cancelled while it waited has nobody to tell (its record is written all the
+        # same: the next run looks into an intent left without outcome).
+        if durable.done():
+            continue
+        if error is None:
+            durable.set_result(None)
+        else:
+            durable.set_exception(error)
+
+
 class _Executor:
     """Runs one plan's changes; one instance per run (holds the run's progress)."""
 
@@ -164,21 +250,27 @@ class _Executor:
     ) -> None:
         self.plan = plan
         self.client = client
-        self.journal = journal
+        self.journal = _GroupCommit(journal, run_id)
         self.options = options
         self.run_id = run_id
         self.notify_http = notify_http
         self.done: dict[ResourceKey, asyncio.Event] = {c.key: asyncio.Event() for c in plan.changes}
         self.outcomes: dict[ResourceKey, Outcome] = {}
         self.notifications: list[asyncio.Task[None]] = []
-        # Set when the journal cannot be written: no audit, no write. Nothing more is sent.
-        self.journal_failure: JournalError | None = None
         self.slots = asyncio.Semaphore(max(1, options.parallelism))
 
+    @property
+    def journal_failure(self) -> JournalError | None:
+        """Set when the journal cannot be written: no audit, no write. Nothing more is sent."""
+        return self.journal.failure
+
     async def run(self) -> list[Outcome]:
-        await asyncio.gather(*(self._run_change(i, c) for i, c in enumerate(self.plan.changes)))
-        if self.notifications:
-            await asyncio.gather(*self.notifications)
+        try:
+            await asyncio.gather(*(self._run_change(i, c) for i, c in enumerate(self.plan.changes)))
+            if self.notifications:
+                await asyncio.gather(*self.notifications)
+        finally:
+            await self.journal.close()
         return [self.outcomes[c.key] for c in self.plan.changes]
 
     async def _run_change(self, index: int, change: Change) -> None:
@@ -204,9 +296,9 @@ class _Executor:
                     else:
                         outcome = await self._execute(index, change)
         except JournalError as exc:
-            # The intent or the outcome could not be recorded: stop sending writes. A write that
-            # was sent has an intent without outcome; the next run records what it finds.
-            self.journal_failure = self.journal_failure or exc
+            # The intent or the outcome could not be recorded: no more writes are sent (see
+            # journal_failure). A write that was sent has an intent without outcome; the next run
+            # records what it finds.
             outcome = Outcome(change, Status.FAILED, f"journal: {exc}")
         except Exception as exc:  # a bug must not leave dependants waiting forever
             outcome = Outcome(change, Status.FAILED, f"internal error: {type(exc).__name__}: {exc}")
@@ -403,9 +495,9 @@ class _Executor:
         return {"spec": self.options.redactor.resource(kind, doc["spec"]), "labels": doc["labels"]}
 
     async def _append(self, record_type: RecordType, data: dict[str, Any]) -> None:
-        # The fsync happens in a worker thread: this change waits for its record to be durable
-        # before it goes on, while the event loop keeps every other change's requests moving.
-        await asyncio.to_thread(self.journal.append, self.run_id, record_type, data)
+        # This change waits for its record to be durable before it goes on; the records of
+        # changes in flight together share one fsync (see _GroupCommit).
+        await self.journal.append(record_type, data)
 
     async def _journal_outcome(self, index: int, outcome: Outcome) -> None:
         change, redact = outcome.change, self.options.redactor
@@ -456,10 +548,8 @@ class _Executor:
 
     async def _deliver(self, event: Event) -> None:
         for delivery in await deliver(self.notify_http, self.options.webhooks, event):
-            try:
+            with contextlib.suppress(JournalError):  # it is the run's journal_failure
                 await self._append(RecordType.NOTIFICATION, delivery.as_record())
-            except JournalError as exc:
-                self.journal_failure = self.journal_failure or exc
 
 
 async def apply_plan(

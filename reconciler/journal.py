@@ -10,6 +10,10 @@ for reading (``journal list``/``show``, rollback's lookup) changes nothing and o
 complete record that parses but whose hash or link is wrong is tampering, never a torn write:
 every command refuses such a journal.
 
+Records that arrive together (changes applied in parallel) share one write and one fsync
+(``append_many``: group commit, as databases do), so the journal does not serialize the writes it
+records; each record is still durable before the write it announces is sent.
+
 One writer at a time: a writing command holds ``JournalLock`` (an OS file lock beside the
 journal, released by the OS if the process dies) for its whole run, so appends always extend the
 head they read, and a second writer waits a bounded time or is told who holds the journal.
@@ -345,16 +349,19 @@ class Publisher(Protocol):
     """Where a journal's records go beyond its local file (the git store pushes them)."""
 
     def ready(self) -> None:
-        """Raise ``JournalError`` when no further record can be published (before each append)."""
+        """Raise ``JournalError`` when no further record can be published (before each append,
+        once for the records appended together)."""
 
     def appended(self, record: JournalRecord) -> None:
-        """A record is durable in the local file (called after each append, from any thread)."""
+        """A record is durable in the local file (called for each record after it is, in order,
+        from any thread)."""
 
 
 @dataclass
 class Journal:
-    """An open journal. With ``writable``, appends are allowed (serialized by a lock, fsync'd one
-    by one) and a torn last line is set aside; without it, opening changes nothing on disk."""
+    """An open journal. With ``writable``, appends are allowed (serialized by a lock; the records
+    of one ``append_many`` share one write and one fsync) and a torn last line is set aside;
+    without it, opening changes nothing on disk."""
 
     path: Path
     clock: Callable[[], datetime] = _utc_now
@@ -462,35 +469,53 @@ class Journal:
         return run_id
 
     def append(self, run_id: str, type: RecordType, data: Mapping[str, Any]) -> JournalRecord:
+        return self.append_many([(run_id, type, data)])[0]
+
+    def append_many(
+        self, entries: Sequence[tuple[str, RecordType, Mapping[str, Any]]]
+    ) -> list[JournalRecord]:
+        """Chain ``entries`` (run id, type, data) in order and make them durable together: one
+        write and one fsync for all (group commit). Returns once they are durable; on failure
+        none of them is in the journal (a partial write is cut off) and ``JournalError`` says why.
+        The head moves only after the fsync, all at once: never to a record that is not durable."""
         if not self.writable:
             raise JournalError(f"{self.path} was opened for reading; only apply and rollback write to it")
+        if not entries:
+            return []
         if self.publisher is not None:
             self.publisher.ready()
         with self._lock:
-            body = {
-                "seq": self._seq,
-                "ts": self.clock().isoformat(timespec="milliseconds"),
-                "run_id": run_id,
-                "type": type.value,
-                "data": dict(data),
-                "prev": self._head,
-            }
-            # Round-trip through JSON so the hash covers exactly what a reader will parse.
-            body = json.loads(json.dumps(body, default=str))
-            record = JournalRecord(
-                body["seq"], body["ts"], run_id, type, body["data"], body["prev"], _digest(body)
-            )
-            line = json.dumps(
-                {**body, "hash": record.hash}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-            )
-            encoded = (line + "\n").encode()
+            records: list[JournalRecord] = []
+            lines: list[str] = []
+            head, seq = self._head, self._seq
+            for run_id, type, data in entries:
+                body = {
+                    "seq": seq,
+                    "ts": self.clock().isoformat(timespec="milliseconds"),
+                    "run_id": run_id,
+                    "type": type.value,
+                    "data": dict(data),
+                    "prev": head,
+                }
+                # Round-trip through JSON so the hash covers exactly what a reader will parse.
+                body = json.loads(json.dumps(body, default=str))
+                record = JournalRecord(
+                    body["seq"], body["ts"], run_id, type, body["data"], body["prev"], _digest(body)
+                )
+                line = json.dumps(
+                    {**body, "hash": record.hash}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+                )
+                records.append(record)
+                lines.append(line + "\n")
+                head, seq = record.hash, seq + 1
+            encoded = "".join(lines).encode()
             try:
                 with self.path.open("ab") as handle:
                     handle.write(encoded)
                     handle.flush()
                     os.fsync(handle.fileno())
             except OSError as exc:
-                # A short write leaves part of a line: cut it off (truncating needs no space). If
+                # A short write leaves part of a batch: cut it off (truncating needs no space). If
                 # even that fails, the next writer sets the torn tail aside.
                 with contextlib.suppress(OSError), self.path.open("r+b") as handle:
                     handle.truncate(self._end)
@@ -498,10 +523,11 @@ class Journal:
                     f"cannot write the audit journal {self.path}: {exc.strerror or exc}; "
                     "no further change is sent to the org (no audit, no write)"
                 ) from None
-            self._head, self._seq, self._end = record.hash, self._seq + 1, self._end + len(encoded)
+            self._head, self._seq, self._end = head, seq, self._end + len(encoded)
         if self.publisher is not None:
-            self.publisher.appended(record)
-        return record
+            for record in records:
+                self.publisher.appended(record)
+        return records
 
     def records(self) -> Iterator[JournalRecord]:
         """The verified records (a skipped torn tail is not among them)."""
