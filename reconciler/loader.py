@@ -12,6 +12,11 @@ is not parsed again. A cache entry is a result we computed, never an input we tr
 carry the sha256 of its own payload and of the file's content, and its manifests go through
 pydantic again; anything else is ignored and recomputed. Entries are written to a temporary
 file and renamed into place, so concurrent runs see a whole entry or none.
+
+Loading runs in steps (``load_checked_steps``): a generator that pauses after each file, so a
+command can take the pages of a listing while its manifests load, on one thread (two threads
+would fight over the GIL: measured, both got several times slower). ``finish`` runs the steps
+without pausing.
 """
 
 from __future__ import annotations
@@ -24,12 +29,13 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, TypeVar, cast, get_args, get_origin
 
 import orjson
 import yaml
@@ -57,6 +63,22 @@ MAX_NODES = 200_000
 # manifests stay far below; a hostile one thousands of levels deep is refused before it is built.
 MAX_DEPTH = 64
 PROJECT_FILE = "reconciler.yaml"
+
+T = TypeVar("T")
+# Work in steps: yields None after each unit of work (a file), or a Future the next step waits
+# for (a worker process), and returns the result.
+Steps = Generator["Future[Any] | None", None, T]
+
+
+def finish(steps: Steps[T]) -> T:
+    """Run steps to the end, without pausing between them."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return cast(T, done.value)
+
+
 _VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # `${name` with no closing brace: a typo that would otherwise pass as literal text.
 _UNCLOSED = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?![A-Za-z0-9_}])")
@@ -714,20 +736,18 @@ def _load_files(
     check_alone: LocalCheck | None,
     cache_folder: Path | None,
     salt: str | None,
-) -> list[tuple[_FileOutcome, dict[str, Any]]]:
-    """Parse and check files (in this process or a worker); write their cache entries."""
+) -> Iterator[tuple[_FileOutcome, dict[str, Any]]]:
+    """Parse and check files one by one (in this process or a worker); write their cache entries."""
     cache = None
     if cache_folder is not None and salt is not None:
         cache = _Cache.__new__(_Cache)
         cache.folder, cache.salt = cache_folder, salt
-    out = []
     for file, text in jobs:
         outcome, recorded = _load_file(file, text, variables, check_alone)
         payload = _payload(outcome, recorded)
         if cache is not None:
             cache.write(hashlib.sha256(text.encode()).hexdigest(), payload)
-        out.append((outcome, payload))
-    return out
+        yield outcome, payload
 
 
 def _worker_load(
@@ -746,14 +766,25 @@ def _load_all(
     variables: Mapping[str, str],
     check_alone: LocalCheck | None,
     cache: _Cache | None,
-) -> list[_FileOutcome]:
+) -> Steps[list[_FileOutcome]]:
     """Outcomes of files that were not in the cache, in order: spread over processes when there
-    is enough to do and more than one core (fork only: a spawned worker would import it all again)."""
+    is enough to do and more than one core (fork only: a spawned worker would import it all
+    again; and only while this process has no other thread, which a forked child could find
+    holding a lock it needs)."""
     folder, salt = (cache.folder, cache.salt) if cache else (None, None)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     size = sum(len(text) for _, text in jobs)
-    if cores < 2 or size < PARALLEL_MIN_BYTES or "fork" not in multiprocessing.get_all_start_methods():
-        return [o for o, _ in _load_files(jobs, variables, check_alone, folder, salt)]
+    outcomes: list[_FileOutcome] = []
+    if (
+        cores < 2
+        or size < PARALLEL_MIN_BYTES
+        or "fork" not in multiprocessing.get_all_start_methods()
+        or threading.active_count() > 1
+    ):
+        for outcome, _ in _load_files(jobs, variables, check_alone, folder, salt):
+            outcomes.append(outcome)
+            yield None
+        return outcomes
     # Split by size into one share per core; this process takes the first share itself.
     shares: list[list[tuple[str, str]]] = [[] for _ in range(cores)]
     bound, done, index = size / cores, 0, 0
@@ -766,13 +797,15 @@ def _load_all(
         futures = [
             pool.submit(_worker_load, share, variables, check_alone, folder, salt) for share in shares[1:]
         ]
-        outcomes = [o for o, _ in _load_files(shares[0], variables, check_alone, folder, salt)]
+        for outcome, _ in _load_files(shares[0], variables, check_alone, folder, salt):
+            outcomes.append(outcome)
+            yield None
         for share, future in zip(shares[1:], futures, strict=True):
+            yield future  # whoever drives these steps may do other work until the worker is done
             payloads = orjson.loads(future.result())
-            outcomes.extend(
-                _from_payload(payload, file, text, variables)
-                for (file, text), payload in zip(share, payloads, strict=True)
-            )
+            for (file, text), payload in zip(share, payloads, strict=True):
+                outcomes.append(_from_payload(payload, file, text, variables))
+                yield None
     return outcomes
 
 
@@ -782,6 +815,16 @@ def load_checked(
     check_alone: LocalCheck | None = None,
     cache_dir: Path | None = None,
 ) -> tuple[ManifestSet, list[Problem], list[list[Problem]]]:
+    """``load_checked_steps`` run to the end."""
+    return finish(load_checked_steps(paths, variables, check_alone, cache_dir))
+
+
+def load_checked_steps(
+    paths: Sequence[Path],
+    variables: Mapping[str, str] | None = None,
+    check_alone: LocalCheck | None = None,
+    cache_dir: Path | None = None,
+) -> Steps[tuple[ManifestSet, list[Problem], list[list[Problem]]]]:
     """The manifests that loaded, the problems of those that did not (with file:line:col), and
     for each loaded manifest what ``check_alone`` found in it.
 
@@ -803,6 +846,7 @@ def load_checked(
             continue
         digest.update(f"\0{path.as_posix()}\0".encode() + text.encode())
         texts.append((str(path), text))
+        yield None
     outcomes: dict[int, _FileOutcome] = {}
     missing: list[int] = []
     for i, (file, text) in enumerate(texts):
@@ -810,12 +854,13 @@ def load_checked(
         if payload is not None:
             try:
                 outcomes[i] = _from_payload(payload, file, text, variables)
+                yield None
                 continue
             except (KeyError, TypeError, ValueError, IndexError, AttributeError, ValidationError):
                 pass  # not what we wrote: recompute, and overwrite it
         missing.append(i)
     if missing:
-        computed = _load_all([texts[i] for i in missing], variables, check_alone, cache)
+        computed = yield from _load_all([texts[i] for i in missing], variables, check_alone, cache)
         outcomes.update(zip(missing, computed, strict=True))
     loaded: list[LoadedManifest] = []
     alone: list[list[Problem]] = []

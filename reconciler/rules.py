@@ -24,7 +24,7 @@ with warnings.catch_warnings():
     import sre_parse as p
 
 from reconciler.errors import ManifestError, Problem
-from reconciler.loader import LoadedManifest, ManifestSet, load_checked
+from reconciler.loader import LoadedManifest, ManifestSet, Steps, finish, load_checked_steps
 from reconciler.models import ContextPolicy, FunctionDefinition, Kind, Prompt, ResourceKey, key_of
 
 if TYPE_CHECKING:
@@ -750,8 +750,15 @@ def validate_manifests(
     checked before is not parsed again: its manifests and its own problems come from the cache
     (see ``loader.load_checked``). The rules across files (duplicates, references) run every time.
     """
+    return finish(validate_manifests_steps(paths, variables, cache_dir=cache_dir))
+
+
+def validate_manifests_steps(
+    paths: Sequence[Path], variables: Mapping[str, str] | None = None, *, cache_dir: Path | None = None
+) -> Steps[ManifestSet]:
+    """``validate_manifests`` in steps, one file at a time (see ``loader.Steps``)."""
     # Rules run on whatever loaded, so one run reports load and rule problems together.
-    manifests, problems, alone = load_checked(paths, variables, check_alone, cache_dir)
+    manifests, problems, alone = yield from load_checked_steps(paths, variables, check_alone, cache_dir)
     _with_references(manifests, alone, problems)
     if problems:
         raise ManifestError(problems)

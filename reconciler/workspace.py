@@ -9,13 +9,14 @@ apply, drift, export, rollback) share it so they all see the org the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import httpx
 
@@ -24,12 +25,14 @@ from reconciler.client.connect import Connection, open_client, resolve
 from reconciler.errors import ConfigError, LiveCheckError
 from reconciler.journal import JournalStore, is_git_location
 from reconciler.journal_git import open_store
-from reconciler.loader import ManifestSet, load_project
-from reconciler.models import ContextPolicy, Environment, ProjectConfig, Prompt, ResourceKey
+from reconciler.loader import ManifestSet, Steps, finish, load_project
+from reconciler.models import ContextPolicy, Environment, LiveResource, ProjectConfig, Prompt, ResourceKey
 from reconciler.notify import WebhookTarget
 from reconciler.plan import IgnoreRules, Plan, PlanOptions, make_plan
 from reconciler.redact import Redactor, from_project
-from reconciler.rules import check_live, validate_manifests
+from reconciler.rules import check_live, validate_manifests_steps
+
+T = TypeVar("T")
 
 
 def user_cache_dir(purpose: str, project_dir: Path, environ: Mapping[str, str]) -> Path:
@@ -51,11 +54,13 @@ def journal_cache_dir(project_dir: Path, environ: Mapping[str, str]) -> Path:
 
 
 @dataclass(frozen=True)
-class Workspace:
+class Settings:
+    """Everything a command reads before its manifests: the project, the chosen org, where the
+    journal is, who gets notified, what is secret. Cheap to make; ``load`` adds the manifests."""
+
     project: ProjectConfig
     project_dir: Path
     connection: Connection
-    manifests: ManifestSet
     redactor: Redactor
     webhooks: tuple[WebhookTarget, ...]
     journal_path: Path
@@ -63,6 +68,26 @@ class Workspace:
     plan_key: bytes | None = None  # RECONCILER_PLAN_KEY: saved plans carry a MAC made with it
     # Where the journal is kept (a local file, or a git branch); journal_path is its local file.
     journal_store: JournalStore | None = None
+    manifest_cache: Path | None = None
+
+    def load(self) -> Workspace:
+        """Load and check the manifests (all problems at once); raises ``ManifestError``."""
+        return finish(self.load_steps())
+
+    def load_steps(self) -> Steps[Workspace]:
+        """``load`` in steps, one file at a time (see ``loader.Steps``)."""
+        # Files unchanged since an earlier run are not parsed and checked again.
+        manifests = yield from validate_manifests_steps(
+            list(self.manifest_paths), self.connection.variables, cache_dir=self.manifest_cache
+        )
+        return Workspace(**{f.name: getattr(self, f.name) for f in fields(Settings)}, manifests=manifests)
+
+
+@dataclass(frozen=True)
+class Workspace(Settings):
+    """The settings with the manifests loaded and checked."""
+
+    manifests: ManifestSet = field(kw_only=True)
 
     def relative_manifest_paths(self) -> tuple[str, ...]:
         """The manifest paths relative to the project root, as a saved plan records them."""
@@ -134,6 +159,46 @@ def journal_store(
     return open_store(location, environment=environment, cache_root=journal_cache_dir(project_dir, environ))
 
 
+def open_settings(
+    env_name: str | None,
+    paths: Sequence[str] = (),
+    *,
+    environ: Mapping[str, str] | None = None,
+    project_file: Path | None = None,
+    journal: str | None = None,
+    variables: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read reconciler.yaml and the environment; raises on any problem. ``variables`` (from
+    --var) override the environment's."""
+    environ = os.environ if environ is None else environ
+    project, found = load_project(project_file)
+    project_dir = found.parent if found else Path(".")
+    connection = resolve(project, env_name, environ, project_dir)
+    if variables:
+        connection = replace(connection, variables={**connection.variables, **variables})
+    env = project.environments.get(connection.environment)
+    chosen = manifest_paths(project, project_dir, env, paths)
+    webhooks = tuple(
+        WebhookTarget(w.url, environ.get(w.secret_env) if w.secret_env else None, w.timeout_seconds)
+        for w in project.webhooks
+    )
+    plan_key = environ.get("RECONCILER_PLAN_KEY") or None
+    secrets = [connection.credentials.client_secret, plan_key, *(w.secret for w in webhooks if w.secret)]
+    store = journal_store(project, project_dir, env, connection.environment, journal, environ)
+    return Settings(
+        project,
+        project_dir,
+        connection,
+        from_project(project, secrets),
+        webhooks,
+        store.path,
+        tuple(chosen),
+        plan_key.encode() if plan_key else None,
+        store,
+        manifest_cache_dir(project_dir, environ),
+    )
+
+
 def open_workspace(
     env_name: str | None,
     paths: Sequence[str] = (),
@@ -143,40 +208,43 @@ def open_workspace(
     journal: str | None = None,
     variables: Mapping[str, str] | None = None,
 ) -> Workspace:
-    """Load everything a command needs before it touches the network; raises on any problem.
-    ``variables`` (from --var) override the environment's."""
-    environ = os.environ if environ is None else environ
-    project, found = load_project(project_file)
-    project_dir = found.parent if found else Path(".")
-    connection = resolve(project, env_name, environ, project_dir)
-    if variables:
-        connection = replace(connection, variables={**connection.variables, **variables})
-    env = project.environments.get(connection.environment)
-    chosen = manifest_paths(project, project_dir, env, paths)
-    # Files unchanged since an earlier run are not parsed and checked again (rules.validate_manifests).
-    manifests = validate_manifests(
-        chosen, connection.variables, cache_dir=manifest_cache_dir(project_dir, environ)
-    )
-    webhooks = tuple(
-        WebhookTarget(w.url, environ.get(w.secret_env) if w.secret_env else None, w.timeout_seconds)
-        for w in project.webhooks
-    )
-    plan_key = environ.get("RECONCILER_PLAN_KEY") or None
-    secrets = [connection.credentials.client_secret, plan_key, *(w.secret for w in webhooks if w.secret)]
-    store = journal_store(project, project_dir, env, connection.environment, journal, environ)
-    journal_path = store.path
-    return Workspace(
-        project,
-        project_dir,
-        connection,
-        manifests,
-        from_project(project, secrets),
-        webhooks,
-        journal_path,
-        tuple(chosen),
-        plan_key.encode() if plan_key else None,
-        store,
-    )
+    """Load everything a command needs before it touches the network; raises on any problem."""
+    return open_settings(
+        env_name, paths, environ=environ, project_file=project_file, journal=journal, variables=variables
+    ).load()
+
+
+async def in_turns(steps: Steps[T]) -> T:
+    """Run steps on the event loop, letting every other task run between two of them."""
+    while True:
+        try:
+            waiting_for = next(steps)
+        except StopIteration as done:
+            return cast(T, done.value)
+        if waiting_for is None:
+            await asyncio.sleep(0)
+        else:  # a worker process: wait without holding up the loop
+            await asyncio.wrap_future(waiting_for)
+
+
+async def load_while_listing(
+    settings: Settings, client: GatewayClient
+) -> tuple[Workspace, list[LiveResource]]:
+    """Load the manifests while the live state is fetched: the one is mostly our CPU, the other
+    mostly waiting on the service, so together they take about as long as the longer of the two.
+
+    Bad manifests win: their problems are raised, and the listing is cancelled and its outcome
+    (an org that cannot be reached, say) not reported. Only reads have been sent by then.
+    """
+    listing = asyncio.ensure_future(client.live_state())
+    try:
+        ws = await in_turns(settings.load_steps())
+    except BaseException:
+        listing.cancel()
+        with contextlib.suppress(BaseException):
+            await listing
+        raise
+    return ws, await listing
 
 
 def ignore_rules(project: ProjectConfig) -> IgnoreRules:
@@ -184,7 +252,7 @@ def ignore_rules(project: ProjectConfig) -> IgnoreRules:
 
 
 def plan_options(
-    ws: Workspace,
+    ws: Settings,
     *,
     prune: bool = False,
     targets: Sequence[ResourceKey] = (),
@@ -214,9 +282,15 @@ async def live_context(
     return await limits_task, found
 
 
-async def make_live_plan(ws: Workspace, client: GatewayClient, options: PlanOptions) -> Plan:
-    """Fetch live state and context concurrently, run the live checks, and plan."""
-    live, (capacities, flows) = await asyncio.gather(client.live_state(), live_context(ws, client))
+async def make_live_plan(
+    ws: Workspace, client: GatewayClient, options: PlanOptions, live: list[LiveResource] | None = None
+) -> Plan:
+    """Fetch live state (unless ``live`` was fetched already) and context concurrently, run the
+    live checks, and plan."""
+    if live is None:
+        live, (capacities, flows) = await asyncio.gather(client.live_state(), live_context(ws, client))
+    else:
+        capacities, flows = await live_context(ws, client)
     desired = [m.manifest for m in ws.manifests.manifests]
     limits = {model: int(c["max_tokens"]) for model, c in capacities.items() if "max_tokens" in c}
     problems = check_live(desired, limits, flows, capacities)

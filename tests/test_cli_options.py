@@ -147,3 +147,22 @@ def test_a_command_result_is_never_formatted_by_asyncio() -> None:
     result = run(body())
     assert isinstance(result, Large)
     assert formatted == []
+
+
+def test_the_collector_is_paused_while_building_and_restored_after() -> None:
+    import gc
+
+    from reconciler.cli.options import collector_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a failing command")
+    assert gc.isenabled()  # restored even when the command failed
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # what was off before stays off
+    finally:
+        gc.enable()

@@ -7,6 +7,7 @@ import click
 from reconciler import drift as drift_report
 from reconciler.cli import main
 from reconciler.cli.options import (
+    collector_paused,
     env_option,
     format_option,
     given_variables,
@@ -17,7 +18,7 @@ from reconciler.cli.options import (
     var_option,
 )
 from reconciler.plan import make_plan
-from reconciler.workspace import connect, open_workspace, plan_options
+from reconciler.workspace import connect, load_while_listing, open_settings, plan_options
 
 
 @main.command()
@@ -38,24 +39,25 @@ def drift(
 
     Exit codes: 0 no drift, 2 drift, 1 error.
     """
-    ws = open_workspace(env_name, paths, variables=given_variables())
-    note(f"Checking drift against {ws.connection.description}.")
-    options = plan_options(ws, prune=True)
+    settings = open_settings(env_name, paths, variables=given_variables())
+    note(f"Checking drift against {settings.connection.description}.")
+    options = plan_options(settings, prune=True)
 
     async def fetch() -> drift_report.DriftReport:
-        async with connect(ws.connection, parallelism=parallelism) as client:
-            live = await client.live_state()
+        async with connect(settings.connection, parallelism=parallelism) as client:
+            ws, live = await load_while_listing(settings, client)
         desired = [m.manifest for m in ws.manifests.manifests]
         the_plan = make_plan(desired, live, options, ws.manifests.digest)
         return drift_report.classify(the_plan, live)
 
-    report = run(fetch())
+    with collector_paused():
+        report = run(fetch())
     if output_format == "markdown":
         text = drift_report.render_markdown(report, max_parts=max_comments)
     elif output_format == "json":
         text = drift_report.render_json(report)
     else:
         text = drift_report.render_text(report)
-    click.echo(ws.redactor.text(text), nl=False)
+    click.echo(settings.redactor.text(text), nl=False)
     if report:
         raise SystemExit(2)

@@ -7,9 +7,11 @@ Environment variables mirror options (``RECONCILER_ENV`` for ``--env``, and so o
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -194,6 +196,25 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
     asyncio.run(main())
     return box[0]
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a command builds its large, long-lived values
+    (manifests, live state, the plan). Even the young collections the CLI keeps (see
+    ``reconciler.cli``) cost more per resource as the heap grows: a warm plan of 20,000 spent
+    156 us of CPU per resource with them and 124 without (same run, `bench/RESULTS.md`). The
+    cycles made meanwhile are not collected (about 20 MB at 20,000 resources, bounded by the
+    input's limits): what was built is frozen out of collection at the end, as the imports are,
+    or the first collection after it would walk all of it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 QUIET = "reconciler.quiet"

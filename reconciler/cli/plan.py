@@ -12,6 +12,7 @@ import click
 
 from reconciler.cli import main
 from reconciler.cli.options import (
+    collector_paused,
     color_option,
     env_option,
     exclude_option,
@@ -33,7 +34,14 @@ from reconciler.plan import Action, Plan, PlanOptions
 from reconciler.plan_json import PlanOrigin, read_plan_file, saved_plan_text
 from reconciler.previews import plan_previews
 from reconciler.render import PART_SEPARATOR, render_json, render_markdown, render_text
-from reconciler.workspace import Workspace, connect, make_live_plan, open_workspace, plan_options
+from reconciler.workspace import (
+    Workspace,
+    connect,
+    load_while_listing,
+    make_live_plan,
+    open_settings,
+    plan_options,
+)
 
 
 def show_plan(
@@ -135,18 +143,20 @@ def plan(
     Exit codes: 0 no changes (or changes without --detailed-exitcode), 2 changes with
     --detailed-exitcode, 1 error.
     """
-    ws = open_workspace(env_name, paths, variables=given_variables())
-    note(f"Planning against {ws.connection.description}.")
-    options = plan_options(ws, prune=prune, targets=targets, excludes=excludes)
+    settings = open_settings(env_name, paths, variables=given_variables())
+    note(f"Planning against {settings.connection.description}.")
+    options = plan_options(settings, prune=prune, targets=targets, excludes=excludes)
 
-    async def fetch() -> tuple[Plan, str, dict[ResourceKey, str]]:
-        async with connect(ws.connection, parallelism=parallelism) as client:
+    async def fetch() -> tuple[Workspace, Plan, str, dict[ResourceKey, str]]:
+        async with connect(settings.connection, parallelism=parallelism) as client:
+            ws, live = await load_while_listing(settings, client)
             org = asyncio.ensure_future(client.organization_id()) if out is not None else None
-            made = await make_live_plan(ws, client, options)
+            made = await make_live_plan(ws, client, options, live)
             traffic = await prompt_traffic(client, made) if output_format == "markdown" else {}
-            return made, (await org if org is not None else ""), traffic
+            return ws, made, (await org if org is not None else ""), traffic
 
-    result, org_id, traffic = run(fetch())
+    with collector_paused():
+        ws, result, org_id, traffic = run(fetch())
     show_plan(ws, result, output_format, use_color(no_color), max_comments, traffic)
     if out is not None:
         save_plan(ws, result, options, org_id, out)

@@ -127,3 +127,35 @@ def test_export_then_plan_shows_no_changes(org: Org, example: Path, tmp_path: Pa
     code, out = cli(org, "plan", "exported", "--format", "json")
     changes = [c for c in json.loads(out)["changes"] if c["action"] != "no-op"]
     assert [(c["name"], c["action"]) for c in changes] == [("func-handmade", "update")]
+
+
+@pytest.mark.parametrize("command", ["plan", "drift"])
+def test_bad_manifests_are_reported_even_when_the_org_cannot_be_reached(
+    org: Org, example: Path, command: str
+) -> None:
+    # plan and drift list the org while the manifests load; the manifests' problems still come
+    # first, named by file and line, and the listing (which cannot connect) is not reported.
+    from reconciler.emulator.server import free_port
+
+    project = example / "reconciler.yaml"
+    project.write_text(project.read_text().replace(org.base_url, f"http://127.0.0.1:{free_port()}"))
+    broken = example / "manifests" / "functions" / "currency.yaml"
+    broken.write_text(broken.read_text().replace("timeoutMillis: 2000", "timeoutMillis: -5"))
+    result = CliRunner().invoke(main, [command], env={**org.environ(), "RECONCILER_ENV": "test"})
+    assert result.exit_code == 1, result.output
+    assert "currency.yaml:10" in result.output and "timeoutMillis" in result.output, result.output
+    assert "connect" not in result.output.lower(), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_plan_and_drift_agree_after_loading_while_listing(org: Org, example: Path) -> None:
+    # The listing made while the manifests load is the one the plan and the drift report use.
+    assert cli(org, "apply", "--auto-approve")[0] == 0
+    out = org.api("GET", "/api/v2/ai/llm/function-definitions/func-currency-convert").json()
+    out["description"] = "Changed in the UI."
+    headers = {"If-Match": out["etag"]}
+    assert org.api("PUT", f"/api/v2/ai/llm/function-definitions/{out['id']}", out, headers).status_code == 200
+    code, plan_out = cli(org, "plan", "--detailed-exitcode")
+    assert code == 2 and "func-currency-convert" in plan_out, plan_out
+    code, drift_out = cli(org, "drift")
+    assert code == 2 and "func-currency-convert" in drift_out, drift_out

@@ -224,3 +224,81 @@ def test_the_cache_is_never_kept_in_the_checkout(tmp_path: Path) -> None:
     cache = manifest_cache_dir(project, {"XDG_CACHE_HOME": str(tmp_path / "home-cache")})
     assert cache.is_relative_to(tmp_path / "home-cache") and not cache.is_relative_to(project)
     assert manifest_cache_dir(tmp_path / "other", {"XDG_CACHE_HOME": str(tmp_path / "home-cache")}) != cache
+
+
+def _run_steps(steps: loader.Steps[ManifestSet]) -> tuple[list[Problem], int, int]:
+    """Drive the steps by hand: the problems raised, the pauses, and the workers waited for."""
+    pauses = workers = 0
+    while True:
+        try:
+            waiting_for = next(steps)
+        except ManifestError as exc:
+            return list(exc.problems), pauses, workers
+        except StopIteration:
+            return [], pauses, workers
+        pauses += 1
+        workers += waiting_for is not None
+
+
+@pytest.mark.parametrize("spread", [False, True])
+def test_loading_in_steps_pauses_after_each_file_and_gives_the_same_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spread: bool
+) -> None:
+    import os
+    import threading
+
+    from reconciler.rules import validate_manifests_steps
+
+    folder = write_project(tmp_path)
+    for i in range(10, 16):
+        (folder / f"x{i}.yaml").write_text(FN.format(i=i, timeout=1000 if i % 2 else 0))
+    serial, _ = outcome(folder, None)
+    if spread:
+        monkeypatch.setattr(loader, "PARALLEL_MIN_BYTES", 0)
+    problems, pauses, workers = _run_steps(validate_manifests_steps([folder], VARIABLES))
+    assert problems == serial
+    assert pauses >= 2 * 9  # each of the 9 files once read, and once loaded
+    cores = len(os.sched_getaffinity(0))
+    alone = threading.active_count() == 1
+    assert workers == (cores - 1 if spread and cores > 1 and alone else 0)
+    # With another thread alive, nothing is forked (a child could inherit a lock that thread
+    # holds), and the answer is the same.
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        problems, _, workers = _run_steps(validate_manifests_steps([folder], VARIABLES))
+    finally:
+        stop.set()
+        other.join()
+    assert problems == serial and workers == 0
+
+
+def test_loading_in_turns_lets_other_tasks_run_between_files(tmp_path: Path) -> None:
+    import asyncio
+
+    from reconciler.rules import validate_manifests_steps
+    from reconciler.workspace import in_turns
+
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"f{i}.yaml").write_text(FN.format(i=i, timeout=1000))
+    turns = 0
+
+    async def main() -> ManifestSet:
+        async def other() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        ticking = asyncio.ensure_future(other())
+        try:
+            return await in_turns(validate_manifests_steps([folder], VARIABLES))
+        finally:
+            ticking.cancel()
+
+    loaded = asyncio.run(main())
+    assert len(loaded.manifests) == 20
+    assert turns >= 20  # the other task ran at least once per file
