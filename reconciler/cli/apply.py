@@ -21,7 +21,7 @@ from reconciler.apply import ApplyOptions, ApplyResult, Status, apply_plan, reco
 from reconciler.cli import main
 from reconciler.cli.metrics import DURATION
 from reconciler.cli.options import (
-    collector_paused,
+    collections_deferred,
     color_option,
     env_option,
     exclude_option,
@@ -376,7 +376,7 @@ def apply_command(
         saved = read_saved(plan_file, key.encode() if key else None)
         assert saved.origin is not None
     paths = saved.origin.paths if saved is not None and saved.origin is not None else source
-    with collector_paused():
+    with collections_deferred():
         ws = open_workspace(env_name, paths, journal=journal_path, variables=given_variables())
     note(f"Applying to {ws.connection.description}.")
 
@@ -390,12 +390,12 @@ def apply_command(
                             f"{plan_file} was applied already, by run {earlier}; make a new plan"
                         )
                     await record_lost_outcomes(ws, journal, client)
-                    with collector_paused():
+                    with collections_deferred():
                         the_plan = await bind_plan_file(ws, client, saved, plan_file)
                 else:
                     await record_lost_outcomes(ws, journal, client)
                     options = plan_options(ws, prune=prune, targets=targets, excludes=excludes)
-                    with collector_paused():
+                    with collections_deferred():
                         the_plan = await make_live_plan(ws, client, options)
                     if not wants_json():
                         show_plan(ws, the_plan, "text", use_color(no_color))

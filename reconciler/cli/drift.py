@@ -7,7 +7,7 @@ import click
 from reconciler import drift as drift_report
 from reconciler.cli import main
 from reconciler.cli.options import (
-    collector_paused,
+    collections_deferred,
     env_option,
     format_option,
     given_variables,
@@ -50,7 +50,7 @@ def drift(
         the_plan = make_plan(desired, live, options, ws.manifests.digest)
         return drift_report.classify(the_plan, live)
 
-    with collector_paused():
+    with collections_deferred():
         report = run(fetch())
     if output_format == "markdown":
         text = drift_report.render_markdown(report, max_parts=max_comments)

@@ -12,7 +12,7 @@ import click
 
 from reconciler.cli import main
 from reconciler.cli.options import (
-    collector_paused,
+    collections_deferred,
     color_option,
     env_option,
     exclude_option,
@@ -155,7 +155,7 @@ def plan(
             traffic = await prompt_traffic(client, made) if output_format == "markdown" else {}
             return ws, made, (await org if org is not None else ""), traffic
 
-    with collector_paused():
+    with collections_deferred():
         ws, result, org_id, traffic = run(fetch())
     show_plan(ws, result, output_format, use_color(no_color), max_comments, traffic)
     if out is not None:

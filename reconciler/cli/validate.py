@@ -9,7 +9,13 @@ from pathlib import Path
 import click
 
 from reconciler.cli import main
-from reconciler.cli.options import collector_paused, env_option, format_option, given_variables, var_option
+from reconciler.cli.options import (
+    collections_deferred,
+    env_option,
+    format_option,
+    given_variables,
+    var_option,
+)
 from reconciler.client.connect import chosen_environment
 from reconciler.errors import ManifestError, Problem
 from reconciler.loader import load_project
@@ -59,7 +65,7 @@ def validate(paths: tuple[str, ...], env_name: str | None, output_format: str) -
         targets = manifest_paths(project, project_dir, environment, paths)
         variables = {**(environment.variables if environment else {}), **given_variables()}
         cache = manifest_cache_dir(project_dir, os.environ)
-        with collector_paused():
+        with collections_deferred():
             manifests = validate_manifests(targets, variables, cache_dir=cache)
     except ManifestError as exc:
         _print(exc.problems, output_format)
