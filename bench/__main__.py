@@ -3,7 +3,7 @@
     python -m bench plan --n 10000      # floor (bare libyaml parse), validate, plan cold and warm
     python -m bench scaling             # plan cold and warm at 1k/5k/10k/20k: cost per resource
     python -m bench seed-plan --n 1000  # our plan vs seed-style clients (sequential, parallel)
-    python -m bench apply --n 1000 --rate 100000 --latency-ms 20   # with both seed-style clients
+    python -m bench apply --n 1000 --rate 100000 --latency-ms 20   # with bare PUTs, both seed-style clients
     python -m bench apply --n 300 --rate 300                       # under the rate limit
     python -m bench cpu                 # CPU per resource: unchanged and changed
     python -m bench all
@@ -283,6 +283,44 @@ def seed_apply(url: str, documents: list[dict[str, Any]], suffix: str, paralleli
     return asyncio.run(run())
 
 
+def bare_puts(url: str, documents: list[dict[str, Any]], suffix: str, parallelism: int) -> float:
+    """The writes alone: one conditional PUT per resource from a bare httpx client, ``parallelism``
+    at a time, ETags taken from a listing beforehand (not timed). What the requests cost against
+    this emulator on this machine, with no planning, journal or checks: the floor that
+    N x latency / parallelism leaves out (the emulator's and httpx's CPU on shared cores)."""
+    from reconciler.kinds import adapter_for
+    from reconciler.models import MANAGED_BY_LABEL, Kind
+
+    adapter = adapter_for(Kind.FUNCTION_DEFINITION)
+
+    async def run() -> float:
+        limits = httpx.Limits(max_connections=parallelism)
+        async with httpx.AsyncClient(base_url=url, headers=_token(url), timeout=60, limits=limits) as http:
+            etags: dict[str, str] = {}
+            for page in itertools.count(1):
+                query = {"pageSize": 100, "pageNumber": page}
+                body = (await http.get(adapter.collection_path, params=query)).json()
+                etags.update((e["id"], e["etag"]) for e in body["entities"])
+                if not body.get("nextUri"):
+                    break
+            gate = asyncio.Semaphore(parallelism)
+
+            async def one(doc: dict[str, Any]) -> None:
+                name = doc["metadata"]["name"]
+                spec = {**doc["spec"], "description": doc["spec"]["description"] + suffix}
+                body = adapter.to_wire(name, spec, {MANAGED_BY_LABEL: "bench"})
+                async with gate:
+                    guard = {"If-Match": etags[name]}
+                    put = await http.put(adapter.item_path(name), json=body, headers=guard)
+                    put.raise_for_status()  # a 412 would be no write at all
+
+            started = time.perf_counter()
+            await asyncio.gather(*(one(d) for d in documents))
+            return time.perf_counter() - started
+
+    return asyncio.run(run())
+
+
 def seed_plan(url: str, folder: Path, parallelism: int) -> float:
     """A seed-style plan: every file through yaml.safe_load_all (no checks), then one GET per
     resource and DeepDiff against it; ``parallelism`` resources at a time."""
@@ -322,6 +360,7 @@ def bench_apply(n: int, rate: int, latency_ms: float, runs: int, parallelism: in
     walls: list[float] = []
     seq: list[float] = []
     par: list[float] = []
+    bare: list[float] = []
     throttled, requests = [], []
     for run in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
@@ -343,6 +382,7 @@ def bench_apply(n: int, rate: int, latency_ms: float, runs: int, parallelism: in
                 throttled.append(after["throttled"] - before["throttled"])
                 requests.append(after["total"] - before["total"])
                 if unlimited:
+                    bare.append(bare_puts(url, documents, f" b{run}", parallelism))
                     seq.append(seed_apply(url, documents, f" s{run}", 1))
                     par.append(seed_apply(url, documents, f" p{run}", parallelism))
     floor = n * latency_ms / 1000 / parallelism if unlimited else n / (rate / 60)
@@ -357,6 +397,8 @@ def bench_apply(n: int, rate: int, latency_ms: float, runs: int, parallelism: in
         "429s": f"{statistics.median(throttled):g} of {statistics.median(requests):g} requests",
     }
     if unlimited:
+        row[f"bare PUTs alone, {parallelism} at a time (s)"] = summary(bare)
+        row["ours / bare PUTs"] = f"{summary([a / b for a, b in zip(walls, bare, strict=True)])}x"
         row["seed-style sequential, GET+PUT each (s)"] = summary(seq)
         row[f"seed-style, {parallelism} at a time (s)"] = summary(par)
         row["seed sequential / ours"] = f"{summary([a / b for a, b in zip(seq, walls, strict=True)])}x"
