@@ -715,7 +715,10 @@ class _Cache:
 
     def write(self, content_sha: str, payload: dict[str, Any]) -> None:
         """Best effort: a cache that cannot be written only makes the next run slower."""
-        body = orjson.dumps({"content": content_sha, "salt": self.salt, "payload": payload})
+        try:
+            body = orjson.dumps({"content": content_sha, "salt": self.salt, "payload": payload})
+        except TypeError:  # an integer over 64 bits: orjson cannot write it, nor read it back exactly
+            return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".json")
@@ -756,11 +759,20 @@ def _worker_load(
     check_alone: LocalCheck | None,
     cache_folder: Path | None,
     salt: str | None,
-) -> list[bytes]:
+) -> list[bytes | dict[str, Any]]:
     """A worker's share, sent back as JSON (pickling pydantic models is slower to send and load),
     one document per file: the parent decodes them one at a time, so the decoded share is never
     all in memory at once (at 20k resources that was ~40 MB on top of the peak)."""
-    return [orjson.dumps(p) for _, p in _load_files(jobs, variables, check_alone, cache_folder, salt)]
+    return [_sendable(p) for _, p in _load_files(jobs, variables, check_alone, cache_folder, salt)]
+
+
+def _sendable(payload: dict[str, Any]) -> bytes | dict[str, Any]:
+    """JSON when orjson can write it exactly; else the payload itself, pickled (an integer over
+    64 bits, which orjson refuses to write and would read back as a float)."""
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        return payload
 
 
 def _load_all(
@@ -805,7 +817,8 @@ def _load_all(
         for share, future in zip(shares[1:], futures, strict=True):
             yield future  # whoever drives these steps may do other work until the worker is done
             for (file, text), payload in zip(share, future.result(), strict=True):
-                outcomes.append(_from_payload(orjson.loads(payload), file, text, variables))
+                data = orjson.loads(payload) if isinstance(payload, bytes) else payload
+                outcomes.append(_from_payload(data, file, text, variables))
                 yield None
     return outcomes
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,13 +62,22 @@ def _instant(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Twenty digits in a row may be an integer over 64 bits, which orjson reads as a float (rounded)
+# instead of refusing it.
+_LONG_NUMBER = re.compile(rb"\d{20}")
+
+
 def _json(response: httpx.Response) -> Any:
     """A response body as JSON: orjson (listings of 10,000 resources decode ~3x faster), and the
-    standard library for what orjson refuses (integers over 64 bits, NaN), so nothing changes."""
-    try:
-        return orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return response.json()
+    standard library for what orjson refuses (NaN) or would round (integers over 64 bits), so
+    nothing changes."""
+    content = response.content
+    if _LONG_NUMBER.search(content) is None:
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError:
+            pass
+    return response.json()
 
 
 def _itself(entity: dict[str, Any]) -> dict[str, Any]:

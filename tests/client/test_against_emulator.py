@@ -167,3 +167,26 @@ def test_a_token_asks_only_for_the_scopes_the_command_needs(org: Org) -> None:
     assert asyncio.run(granted(writes=True)) == WRITE_SCOPES
     assert not any(scope.endswith(":write") for scope in READ_SCOPES)
     assert "ai:llm:function-definition:write" in WRITE_SCOPES
+
+
+def test_an_integer_over_64_bits_in_a_live_body_is_read_exactly(org: Org) -> None:
+    # Listings are decoded with orjson, which reads an integer over 64 bits as a float: the
+    # plan would then show a change that is not there, on every run.
+    huge = 2**70 + 1
+    body = {
+        **fn(1),
+        "parameters": {"type": "object", "properties": {"n": {"type": "integer", "maximum": huge}}},
+    }
+    assert org.api("PUT", "/api/v2/ai/llm/function-definitions/func-00001", body).status_code == 201
+
+    async def read() -> Any:
+        async with open_client(connection(org.base_url)) as client:
+            listed = await client.live_state()
+            got = await client.get(Kind.FUNCTION_DEFINITION, "func-00001")
+            assert got is not None
+            return [r.spec for r in listed], got[0].spec
+
+    listed, got = asyncio.run(read())
+    for spec in (*listed, got):
+        bound = spec["parameters"]["properties"]["n"]["maximum"]
+        assert bound == huge and isinstance(bound, int)

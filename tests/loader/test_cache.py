@@ -302,3 +302,28 @@ def test_loading_in_turns_lets_other_tasks_run_between_files(tmp_path: Path) -> 
     loaded = asyncio.run(main())
     assert len(loaded.manifests) == 20
     assert turns >= 20  # the other task ran at least once per file
+
+
+@pytest.mark.parametrize("spread", [False, True])
+def test_an_integer_over_64_bits_loads_exactly_cold_and_warm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spread: bool
+) -> None:
+    # orjson (the cache, the worker's answers) refuses integers over 64 bits on writing and reads
+    # them back as floats: such a file must neither crash a run nor come back rounded.
+    huge = 2**70 + 1
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    text = FN.format(i=1, timeout=1000).replace("q: {type: string}", f"q: {{type: integer, maximum: {huge}}}")
+    (folder / "a.yaml").write_text(text)
+    for i in range(2, 6):
+        (folder / f"x{i}.yaml").write_text(FN.format(i=i, timeout=1000))
+    if spread:
+        monkeypatch.setattr(loader, "PARALLEL_MIN_BYTES", 0)
+    cache = tmp_path / "cache"
+    for _ in range(2):  # cold, then warm
+        loaded = validate_manifests([folder], VARIABLES, cache_dir=cache)
+        by_name = {m.manifest.metadata.name: m.manifest for m in loaded.manifests}
+        spec = by_name["func-1"].spec.model_dump(by_alias=True)
+        bound = spec["parameters"]["properties"]["q"]["maximum"]
+        assert bound == huge and isinstance(bound, int)
+        assert len(by_name) == 5
