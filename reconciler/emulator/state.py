@@ -182,9 +182,14 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     return b"".join(chunks)
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
+        # NaN and Infinity are not JSON (RFC 8259), and the service's parser refuses them.
+        body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, RecursionError):
         raise ApiProblem(400, "request body is not valid JSON") from None
     if not isinstance(body, dict):

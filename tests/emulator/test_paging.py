@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from tests.conftest import Org
 from tests.emulator.test_http_semantics import FN, PROMPTS, function, prompt
 
@@ -56,3 +58,25 @@ def test_prompt_name_filter_pages(org: Org) -> None:
     assert none["entities"] == [] and none["total"] == 0 and none["pageCount"] == 0
     everything = org.api("GET", f"{PROMPTS}?pageSize=2&pageNumber=2").json()
     assert _ids(everything["entities"]) == created[2:] and everything["total"] == 3
+
+
+def test_listings_carry_any_json_number_and_input_refuses_what_json_has_not(org: Org) -> None:
+    # An integer over 64 bits (which orjson, used elsewhere, cannot hold) is listed exactly.
+    huge = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 2**70 + 1}}}
+    big = function(1, parameters=huge)
+    assert org.api("PUT", f"{FN}/func-1", big).status_code == 201
+    assert org.api("PUT", f"{FN}/func-2", function(2)).status_code == 201
+    listed = {e["id"]: e for e in org.listing(FN)}
+    assert listed["func-1"]["parameters"]["properties"]["n"]["maximum"] == 2**70 + 1
+    assert listed["func-2"]["description"] == "d"
+    # NaN and Infinity are not JSON: refused on input, so no page ever holds them.
+    token = org.token()
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        raw = f'{{"id": "func-3", "name": "f3", "description": "d", "timeoutMillis": {constant}}}'
+        response = httpx.put(
+            f"{org.base_url}{FN}/func-3",
+            content=raw,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            timeout=10,
+        )
+        assert response.status_code == 400, response.text
