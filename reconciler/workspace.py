@@ -199,21 +199,6 @@ def open_settings(
     )
 
 
-def open_workspace(
-    env_name: str | None,
-    paths: Sequence[str] = (),
-    *,
-    environ: Mapping[str, str] | None = None,
-    project_file: Path | None = None,
-    journal: str | None = None,
-    variables: Mapping[str, str] | None = None,
-) -> Workspace:
-    """Load everything a command needs before it touches the network; raises on any problem."""
-    return open_settings(
-        env_name, paths, environ=environ, project_file=project_file, journal=journal, variables=variables
-    ).load()
-
-
 async def in_turns(steps: Steps[T]) -> T:
     """Run steps on the event loop, letting every other task run between two of them."""
     while True:

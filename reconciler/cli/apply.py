@@ -55,7 +55,7 @@ from reconciler.workspace import (
     connect,
     ignore_rules,
     make_live_plan,
-    open_workspace,
+    open_settings,
     plan_options,
 )
 
@@ -377,7 +377,7 @@ def apply_command(
         assert saved.origin is not None
     paths = saved.origin.paths if saved is not None and saved.origin is not None else source
     with collections_deferred():
-        ws = open_workspace(env_name, paths, journal=journal_path, variables=given_variables())
+        ws = open_settings(env_name, paths, journal=journal_path, variables=given_variables()).load()
     note(f"Applying to {ws.connection.description}.")
 
     async def go() -> ApplyResult | None:
@@ -491,7 +491,7 @@ def rollback_command(
     """
     if (run_id is None) == (prompt_name is None) or (prompt_name is None) != (revision is None):
         raise ConfigError("give a RUN_ID, or --prompt NAME with --revision N")
-    ws = open_workspace(env_name, journal=journal_path, variables=given_variables())
+    ws = open_settings(env_name, journal=journal_path, variables=given_variables()).load()
 
     async def go() -> ApplyResult | None:
         with open_journal(ws, "rollback", lock_timeout, break_lock) as journal:

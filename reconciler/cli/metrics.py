@@ -26,7 +26,7 @@ from reconciler.metrics import (
     prompt_metrics,
 )
 from reconciler.models import Kind, Prompt
-from reconciler.workspace import connect, open_workspace
+from reconciler.workspace import connect, open_settings
 
 
 class DurationType(click.ParamType):  # type: ignore[type-arg]  # generic in click >= 8.2 only
@@ -105,7 +105,7 @@ def metrics_command(
     every prompt of the manifests), per prompt and per variant, over the last --since."""
     if since_s <= 0:
         raise UsageError("--since must be longer than 0s")
-    ws = open_workspace(env_name, variables=given_variables())
+    ws = open_settings(env_name, variables=given_variables()).load()
     names = prompts or tuple(
         m.manifest.metadata.name for m in ws.manifests.manifests if isinstance(m.manifest, Prompt)
     )

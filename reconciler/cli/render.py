@@ -20,7 +20,7 @@ from reconciler.kinds import flow_inputs_from
 from reconciler.models import ContextPolicy, Kind, Prompt, ResourceKey
 from reconciler.previews import read_json, sample_flow_inputs, sample_model_capacity
 from reconciler.rules import check_capacity
-from reconciler.workspace import Workspace, connect, open_workspace
+from reconciler.workspace import Workspace, connect, open_settings
 
 if TYPE_CHECKING:
     from reconciler.prompting import ModelCapacity
@@ -114,7 +114,7 @@ def render(
     from reconciler.prompting import inspect_attributes as inspect
 
     # The prompt first: `render nope` is about the prompt, whatever else is missing.
-    ws = open_workspace(env_name, paths, variables=given_variables())
+    ws = open_settings(env_name, paths, variables=given_variables()).load()
     prompt, policy, prompt_dir = _find_prompt(ws, prompt_name)
     if inspect_attributes:
         if attributes_file is None:
