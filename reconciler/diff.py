@@ -228,12 +228,24 @@ def desired_document(manifest: Manifest, project: str, ignore: IgnoreRules | Non
     labels = dict(manifest.metadata.labels)
     if manifest.metadata.annotations.get(NO_ADOPT_ANNOTATION) != "false":
         labels[MANAGED_BY_LABEL] = project
-    return {"spec": adapter_for(kind).with_server_defaults(spec_dict(manifest)), "labels": labels}
+    # spec_dict is the model's own dump, so the model's defaults are in it already.
+    return {"spec": adapter_for(kind).server_fills(spec_dict(manifest)), "labels": labels}
 
 
 def live_document(live: LiveResource) -> dict[str, Any]:
     """The live resource as a document comparable with ``desired_document``."""
     return {"spec": live.spec, "labels": live.labels}
+
+
+def live_matches(desired_doc: Mapping[str, Any], live: LiveResource) -> bool:
+    """True when ``live``, as the wire had it, is exactly ``desired_doc`` (from ``desired_document``).
+
+    Then ``live_document(live)`` equals ``desired_doc`` too, without making it: a desired spec is
+    a dump of its kind's model plus what the service fills in, and such a dump goes through the
+    model unchanged (``tests/plan/test_live_matches.py`` holds this). False means only "compare
+    canonically" (``compare``).
+    """
+    return _identical(desired_doc, {"spec": live.wire_spec, "labels": live.labels})
 
 
 # Values orjson would write as JSON but the standard library refuses (dataclasses, datetimes, str

@@ -86,18 +86,28 @@ class KindAdapter(ABC):
 
     def with_server_defaults(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Desired spec as the service will store it, so a round trip shows no diff."""
+        return self.server_fills(_canonical_spec(self.spec_model, spec))
+
+    def server_fills(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """``spec``, a dump of this kind's model, with what the service fills in on a write."""
+        return spec
+
+    def canonical_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """``spec`` (manifest casing) through this kind's model (see ``_canonical_spec``)."""
         return _canonical_spec(self.spec_model, spec)
 
     def from_wire(self, body: dict[str, Any]) -> LiveResource:
+        """The live resource a wire body describes; its canonical spec is made when first used."""
         name = self.name_from_wire(body)
         return LiveResource(
             key=ResourceKey(self.kind, name),
             id=str(body.get("id", name)),
             etag=str(body.get("etag", "")),
-            spec=_canonical_spec(self.spec_model, self.spec_from_wire(body)),
+            spec=self.spec_from_wire(body),
             labels=dict(body.get("labels") or {}),
             modified_by=body.get("modifiedBy"),
             date_modified=body.get("dateModified"),
+            canonical=self.canonical_spec,
         )
 
 
@@ -135,8 +145,7 @@ class FunctionDefinitionAdapter(KindAdapter):
     def name_from_wire(self, body: dict[str, Any]) -> str:
         return str(body["id"])
 
-    def with_server_defaults(self, spec: dict[str, Any]) -> dict[str, Any]:
-        spec = super().with_server_defaults(spec)
+    def server_fills(self, spec: dict[str, Any]) -> dict[str, Any]:
         if isinstance(spec.get("parameters"), dict):
             spec = {**spec, "parameters": _default_string_lengths(spec["parameters"])}
         return spec
@@ -185,8 +194,7 @@ class ContextPolicyAdapter(KindAdapter):
     id_strategy: ClassVar[IdStrategy] = "put"
     spec_model = ContextPolicySpec
 
-    def with_server_defaults(self, spec: dict[str, Any]) -> dict[str, Any]:
-        spec = super().with_server_defaults(spec)
+    def server_fills(self, spec: dict[str, Any]) -> dict[str, Any]:
         limits = dict(spec.get("tokenLimits") or {})
         ratio = limits.pop("softLimitRatio", None)
         # The wire has no ratio: the client sends the soft limit it implies, so that is what is stored.

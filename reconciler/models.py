@@ -8,6 +8,7 @@ per-kind wire mapping (``reconciler.kinds``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -350,17 +351,69 @@ class ProjectConfig(Model):
 # --- Live state -----------------------------------------------------------------------------
 
 
-class LiveResource(NamedTuple):
+class LiveResource:
     """A resource as the live org holds it, mapped to manifest casing by its kind's adapter.
 
     ``spec`` has server-managed fields dropped; ``id`` is the server's id (equal to the name for
     client-assigned kinds); ``etag`` is what the listing showed, sent back as If-Match on writes.
+
+    Built from a listing, it holds the spec as the wire had it (``wire_spec``) and makes the
+    canonical ``spec`` (through the kind's model) on first use: a plan of resources in sync
+    compares the wire's spec with git's exactly and never needs it (~20 µs of 30 per resource).
     """
 
-    key: ResourceKey
-    id: str
-    etag: str
-    spec: dict[str, Any]
-    labels: dict[str, str]
-    modified_by: str | None = None  # who last wrote it, when the service says (drift reports it)
-    date_modified: str | None = None
+    __slots__ = (
+        "_canonical",
+        "_spec",
+        "date_modified",
+        "etag",
+        "id",
+        "key",
+        "labels",
+        "modified_by",
+        "wire_spec",
+    )
+
+    def __init__(
+        self,
+        key: ResourceKey,
+        id: str,
+        etag: str,
+        spec: dict[str, Any],
+        labels: dict[str, str],
+        modified_by: str | None = None,  # who last wrote it, when the service says (drift reports it)
+        date_modified: str | None = None,
+        *,
+        canonical: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        """``spec`` is canonical already, or, with ``canonical``, the wire's spec that it maps."""
+        self.key = key
+        self.id = id
+        self.etag = etag
+        self.labels = labels
+        self.modified_by = modified_by
+        self.date_modified = date_modified
+        self.wire_spec = spec
+        self._spec: dict[str, Any] | None = None if canonical else spec
+        self._canonical = canonical
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        if self._spec is None:
+            assert self._canonical is not None
+            self._spec = self._canonical(self.wire_spec)
+        return self._spec
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.key, self.id, self.etag, self.spec, self.labels, self.modified_by, self.date_modified)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LiveResource):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # it holds dicts, as the tuple it replaced did
+
+    def __repr__(self) -> str:
+        names = ("key", "id", "etag", "spec", "labels", "modified_by", "date_modified")
+        return f"LiveResource({', '.join(f'{n}={v!r}' for n, v in zip(names, self._fields(), strict=True))})"

@@ -21,6 +21,7 @@ from reconciler.diff import (
     compare,
     desired_document,
     live_document,
+    live_matches,
 )
 from reconciler.errors import UsageError
 from reconciler.models import (
@@ -297,6 +298,14 @@ def make_plan(
         if current is None:
             changes.append(
                 Change(Action.CREATE, key, None, after, None, "not in the live org", None, None, deps)
+            )
+            continue
+        if live_matches(after, current):
+            # Exactly git's document: its canonical form is that document too, and is not made.
+            changes.append(
+                Change(
+                    Action.NO_OP, key, after, after, None, "live matches git", current.etag, current.id, ()
+                )
             )
             continue
         before = live_document(current)
