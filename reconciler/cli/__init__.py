@@ -8,6 +8,7 @@ exit code, so a user's mistake never ends in a Python traceback.
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import os
 import sys
@@ -23,7 +24,15 @@ GC_THRESHOLD = 35_000  # allocations between young collections (CPython's defaul
 
 
 class ReconcilerGroup(click.Group):
-    """A click group whose commands share one error handler."""
+    """A click group whose commands share one error handler, each imported when first needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            importlib.import_module(f"{__name__}.{COMMANDS[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -75,30 +84,20 @@ def main(ctx: click.Context, chdir: str | None, verbose: bool, quiet: bool) -> N
     gc.set_threshold(GC_THRESHOLD, 20, 20)
 
 
-# The command modules register themselves on ``main`` when imported (import order = help order).
-from reconciler.cli import (  # noqa: E402
-    apply,
-    drift,
-    emulator,
-    export,
-    journal,
-    metrics,
-    plan,
-    render,
-    schema,
-    validate,
-)
-
-__all__ = [
-    "apply",
-    "drift",
-    "emulator",
-    "export",
-    "journal",
-    "main",
-    "metrics",
-    "plan",
-    "render",
-    "schema",
-    "validate",
-]
+# The command modules register themselves on ``main`` when imported; each is imported when one
+# of its commands runs (or help lists them), so a plan does not pay for importing apply's
+# journal, git lease and health gate (click's "lazily loading subcommands").
+COMMANDS = {
+    "apply": "apply",
+    "drift": "drift",
+    "emulator": "emulator",
+    "export": "export",
+    "journal": "journal",
+    "metrics": "metrics",
+    "plan": "plan",
+    "render": "render",
+    "rollback": "apply",
+    "schema": "schema",
+    "show": "plan",
+    "validate": "validate",
+}
