@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -214,22 +214,29 @@ async def in_turns(steps: Steps[T]) -> T:
 
 async def load_while_listing(
     settings: Settings, client: GatewayClient
-) -> tuple[Workspace, list[LiveResource]]:
+) -> tuple[Workspace, asyncio.Future[list[LiveResource]]]:
     """Load the manifests while the live state is fetched: the one is mostly our CPU, the other
     mostly waiting on the service, so together they take about as long as the longer of the two.
 
-    Bad manifests win: their problems are raised, and the listing is cancelled and its outcome
-    (an org that cannot be reached, say) not reported. Only reads have been sent by then.
+    Returns as soon as the manifests are loaded, with the listing, which may still be running:
+    what needs only the manifests (the live checks' context) can be fetched alongside its last
+    pages. Bad manifests win: their problems are raised, and the listing is cancelled and its
+    outcome (an org that cannot be reached, say) not reported. Only reads have been sent by then.
     """
     listing = asyncio.ensure_future(client.live_state())
     try:
         ws = await in_turns(settings.load_steps())
     except BaseException:
-        listing.cancel()
-        with contextlib.suppress(BaseException):
-            await listing
+        await _abandon(listing)
         raise
-    return ws, await listing
+    return ws, listing
+
+
+async def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait until it has stopped, its outcome unreported."""
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
 
 
 def ignore_rules(project: ProjectConfig) -> IgnoreRules:
@@ -268,17 +275,23 @@ async def live_context(
 
 
 async def make_live_plan(
-    ws: Workspace, client: GatewayClient, options: PlanOptions, live: list[LiveResource] | None = None
+    ws: Workspace,
+    client: GatewayClient,
+    options: PlanOptions,
+    live: Awaitable[list[LiveResource]] | None = None,
 ) -> Plan:
-    """Fetch live state (unless ``live`` was fetched already) and context concurrently, run the
-    live checks, and plan."""
-    if live is None:
-        live, (capacities, flows) = await asyncio.gather(client.live_state(), live_context(ws, client))
-    else:
+    """Fetch live state (unless ``live`` is a listing under way already) and the live checks'
+    context concurrently, run the live checks, and plan."""
+    listing = asyncio.ensure_future(live if live is not None else client.live_state())
+    try:
         capacities, flows = await live_context(ws, client)
+    except BaseException:
+        await _abandon(listing)
+        raise
+    found = await listing
     desired = [m.manifest for m in ws.manifests.manifests]
     limits = {model: int(c["max_tokens"]) for model, c in capacities.items() if "max_tokens" in c}
     problems = check_live(desired, limits, flows, capacities)
     if problems:
         raise LiveCheckError(problems)
-    return make_plan(desired, live, options, ws.manifests.digest)
+    return make_plan(desired, found, options, ws.manifests.digest)

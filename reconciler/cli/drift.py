@@ -45,7 +45,8 @@ def drift(
 
     async def fetch() -> drift_report.DriftReport:
         async with connect(settings.connection, parallelism=parallelism) as client:
-            ws, live = await load_while_listing(settings, client)
+            ws, listing = await load_while_listing(settings, client)
+            live = await listing
         desired = [m.manifest for m in ws.manifests.manifests]
         the_plan = make_plan(desired, live, options, ws.manifests.digest)
         return drift_report.classify(the_plan, live)

@@ -149,9 +149,9 @@ def plan(
 
     async def fetch() -> tuple[Workspace, Plan, str, dict[ResourceKey, str]]:
         async with connect(settings.connection, parallelism=parallelism) as client:
-            ws, live = await load_while_listing(settings, client)
+            ws, listing = await load_while_listing(settings, client)
             org = asyncio.ensure_future(client.organization_id()) if out is not None else None
-            made = await make_live_plan(ws, client, options, live)
+            made = await make_live_plan(ws, client, options, listing)
             traffic = await prompt_traffic(client, made) if output_format == "markdown" else {}
             return ws, made, (await org if org is not None else ""), traffic
 
