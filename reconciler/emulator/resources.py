@@ -3,6 +3,7 @@ prompt history, and the read-only context (models, flows, conversations, analyti
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Callable
@@ -85,10 +86,14 @@ def listing(kind: str) -> Handler:
             offset = (number - 1) * size
             # A page past the end is empty (schemathesis found that a huge pageNumber overflowed
             # SQLite's OFFSET into a 500).
-            entities = state.store.page(kind, size, offset, name) if offset < total else []
-        return JSONResponse(
-            _envelope(request, entities, total, size, number, {"name": name} if name else None)
-        )
+            entities = state.store.page_text(kind, size, offset, name) if offset < total else []
+        envelope = _envelope(request, [], total, size, number, {"name": name} if name else None)
+        del envelope["entities"]
+        # The stored bodies are JSON already (written by json.dumps, NaN refused on the way in):
+        # spliced in as they are, the rest of the envelope encoded as JSONResponse would.
+        rest = json.dumps(envelope, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = '{"entities":[' + ",".join(entities) + "]," + rest[1:]
+        return Response(text.encode("utf-8"), media_type="application/json")
 
     return handler
 

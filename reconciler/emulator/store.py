@@ -27,6 +27,12 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+def _stored(body: dict[str, Any]) -> str:
+    """A resource body as stored: compact JSON that a listing can send on as it is (so no NaN,
+    which JSON has no word for; the API refuses it in bodies before anything is stored)."""
+    return json.dumps(body, allow_nan=False, separators=(",", ":"))
+
+
 class Store:
     def __init__(self, path: str) -> None:
         self.lock = threading.RLock()
@@ -77,13 +83,13 @@ class Store:
         if existing:
             self._db.execute(
                 "UPDATE resources SET name=?, body=? WHERE kind=? AND id=?",
-                (name, json.dumps(body), kind, resource_id),
+                (name, _stored(body), kind, resource_id),
             )
         else:
             self._seq += 1
             self._db.execute(
                 "INSERT INTO resources (kind, id, name, seq, body) VALUES (?, ?, ?, ?, ?)",
-                (kind, resource_id, name, self._seq, json.dumps(body)),
+                (kind, resource_id, name, self._seq, _stored(body)),
             )
 
     def delete(self, kind: str, resource_id: str) -> None:
@@ -100,6 +106,11 @@ class Store:
         return int(self._db.execute("SELECT COUNT(*) FROM resources WHERE kind=?", (kind,)).fetchone()[0])
 
     def page(self, kind: str, limit: int, offset: int, name: str | None = None) -> list[dict[str, Any]]:
+        return [json.loads(text) for text in self.page_text(kind, limit, offset, name)]
+
+    def page_text(self, kind: str, limit: int, offset: int, name: str | None = None) -> list[str]:
+        """A page of stored bodies as the JSON text they were stored as (a listing sends them
+        on without decoding and encoding each: that was most of a page's cost)."""
         if name is not None:
             rows = self._db.execute(
                 "SELECT body FROM resources WHERE kind=? AND name=? ORDER BY seq LIMIT ? OFFSET ?",
@@ -109,7 +120,7 @@ class Store:
             rows = self._db.execute(
                 "SELECT body FROM resources WHERE kind=? ORDER BY seq LIMIT ? OFFSET ?", (kind, limit, offset)
             ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [str(r[0]) for r in rows]
 
     def add_version(self, prompt_id: str, revision: int, body: dict[str, Any]) -> None:
         self._db.execute(

@@ -80,3 +80,25 @@ def test_listings_carry_any_json_number_and_input_refuses_what_json_has_not(org:
             timeout=10,
         )
         assert response.status_code == 400, response.text
+
+
+def test_a_listing_sends_each_body_as_a_get_of_it_does(org: Org) -> None:
+    # Listings splice the stored JSON text in; it must read back as the same data, text included.
+    body = function(1, description='Prix réduit — 50 % 🎉 "quoted" \\ back\nslash')
+    body["parameters"] = {"type": "object", "properties": {"n": {"type": "number", "maximum": 1e300}}}
+    assert org.api("PUT", f"{FN}/func-1", body).status_code == 201
+    listed = org.api("GET", f"{FN}?pageSize=5&pageNumber=1")
+    assert listed.headers["content-type"] == "application/json"
+    envelope = listed.json()
+    assert list(envelope) == [
+        "entities",
+        "pageSize",
+        "pageNumber",
+        "total",
+        "pageCount",
+        "selfUri",
+        "firstUri",
+        "lastUri",
+    ]
+    assert envelope["entities"] == [org.api("GET", f"{FN}/func-1").json()]
+    assert envelope["entities"][0]["description"] == body["description"]

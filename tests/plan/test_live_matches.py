@@ -102,7 +102,13 @@ def test_a_live_difference_is_shown_from_the_canonical_form() -> None:
     canonical = Counting(Kind.PROMPT)
     change = plan_of(live_prompt(wire, canonical))
     assert change.action is Action.UPDATE
-    assert change.before["spec"] == {**wire, "variables": [], "contextRules": [], "functions": [], "variants": []}
+    assert change.before["spec"] == {
+        **wire,
+        "variables": [],
+        "contextRules": [],
+        "functions": [],
+        "variants": [],
+    }
     assert [f.path for f in change.diff.fields] == ["/spec/maxTokens"]
 
 
