@@ -245,7 +245,13 @@ def live_matches(desired_doc: Mapping[str, Any], live: LiveResource) -> bool:
     model unchanged (``tests/plan/test_live_matches.py`` holds this). False means only "compare
     canonically" (``compare``).
     """
-    return _identical(desired_doc, {"spec": live.wire_spec, "labels": live.labels})
+    return _identical(desired_doc, wire_document(live))
+
+
+def wire_document(live: LiveResource) -> dict[str, Any]:
+    """The live resource as the wire had it (its spec not put through the model): equal to
+    ``live_document(live)`` when ``live_matches`` said so."""
+    return {"spec": live.wire_spec, "labels": live.labels}
 
 
 # Values orjson would write as JSON but the standard library refuses (dataclasses, datetimes, str

@@ -22,6 +22,7 @@ from reconciler.diff import (
     desired_document,
     live_document,
     live_matches,
+    wire_document,
 )
 from reconciler.errors import UsageError
 from reconciler.models import (
@@ -302,10 +303,10 @@ def make_plan(
             continue
         if live_matches(after, current):
             # Exactly git's document: its canonical form is that document too, and is not made.
+            # The live data is kept (it is the same), not ``after``: the live state is held anyway.
+            seen = wire_document(current)
             changes.append(
-                Change(
-                    Action.NO_OP, key, after, after, None, "live matches git", current.etag, current.id, ()
-                )
+                Change(Action.NO_OP, key, seen, seen, None, "live matches git", current.etag, current.id, ())
             )
             continue
         before = live_document(current)

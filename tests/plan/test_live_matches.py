@@ -80,6 +80,7 @@ def test_an_exact_live_copy_is_in_sync_without_its_canonical_form() -> None:
     assert live_matches(desired, live)
     change = plan_of(live)
     assert change.action is Action.NO_OP and change.before == change.after == desired
+    assert change.before["spec"] is live.wire_spec  # the live data is kept, not a second copy
     assert (change.etag, change.live_id) == ('"e1"', "id-1")
     assert canonical.calls == 0
 
