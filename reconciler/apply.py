@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from reconciler.client.api import GatewayClient, WriteResult
-from reconciler.diff import IgnoreRules, compare, fingerprint
+from reconciler.diff import IgnoreRules, compare, fingerprint, live_document, live_matches
 from reconciler.errors import (
     ApiError,
     ConflictError,
@@ -40,7 +40,7 @@ from reconciler.errors import (
 )
 from reconciler.journal import Journal, RecordType, summarize
 from reconciler.kinds import adapter_for
-from reconciler.models import Kind, LiveResource, ResourceKey
+from reconciler.models import Kind, ResourceKey
 from reconciler.notify import Event, WebhookTarget, deliver
 from reconciler.plan import Action, Change, Plan
 from reconciler.redact import Redactor
@@ -139,15 +139,11 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _document(kind: Kind, live: LiveResource) -> dict[str, Any]:
-    return {"spec": live.spec, "labels": live.labels}
-
-
 def _same(kind: Kind, stored: dict[str, Any], intended: dict[str, Any]) -> bool:
     """Does the live body hold what we meant to write (after the service's defaults)?"""
     live = adapter_for(kind).from_wire(stored)
     desired = {"spec": adapter_for(kind).with_server_defaults(intended["spec"]), "labels": intended["labels"]}
-    return fingerprint(_document(kind, live)) == fingerprint(desired)
+    return fingerprint(live_document(live)) == fingerprint(desired)
 
 
 _Pending = tuple[RecordType, dict[str, Any], asyncio.Future[None]]
@@ -288,13 +284,19 @@ class _Executor:
                 outcome = Outcome(change, Status.SKIPPED, f"skipped: depends on {names}, which did not apply")
                 await self._journal_outcome(index, outcome)
             else:
+                sent = False
                 async with self.slots:  # a write starts only with a slot free, and only if not stopped
                     if self.journal_failure is not None:
                         outcome = Outcome(change, Status.FAILED, "not sent: the journal cannot be written")
                     elif self.options.stop is not None and self.options.stop.is_set():
                         outcome = Outcome(change, Status.SKIPPED, "not started: interrupted")
                     else:
-                        outcome = await self._execute(index, change)
+                        outcome, sent = await self._execute(index, change), True
+                # A slot bounds the requests in flight, not the records being made durable: the
+                # next change may send while this one's outcome is written (it is still done,
+                # for its dependants, only once that record is durable).
+                if sent:
+                    await self._conclude(index, outcome)
         except JournalError as exc:
             # The intent or the outcome could not be recorded: no more writes are sent (see
             # journal_failure). A write that was sent has an intent without outcome; the next run
@@ -330,6 +332,7 @@ class _Executor:
                 return "PUT", adapter.item_path(change.live_id or change.key.name)
 
     async def _execute(self, index: int, change: Change) -> Outcome:
+        """Record the intent (durable before anything is sent), then send the change."""
         method, path = self._method_and_path(change)
         redact = self.options.redactor
         await self._append(
@@ -350,11 +353,13 @@ class _Executor:
             outcome = await self._write(change)
         except ApiError as exc:
             outcome = Outcome(change, Status.FAILED, redact.text(str(exc)), exc.status)
-        outcome = replace(outcome, latency_ms=round((time.perf_counter() - started) * 1000, 2))
+        return replace(outcome, latency_ms=round((time.perf_counter() - started) * 1000, 2))
+
+    async def _conclude(self, index: int, outcome: Outcome) -> None:
+        """Record a sent change's outcome, then tell the webhooks about it if it applied."""
         await self._journal_outcome(index, outcome)
         if outcome.status is Status.APPLIED:
-            self._notify(change, outcome)
-        return outcome
+            self._notify(outcome.change, outcome)
 
     async def _write(self, change: Change) -> Outcome:
         kind = change.key.kind
@@ -464,10 +469,12 @@ class _Executor:
             "spec": adapter_for(kind).with_server_defaults(change.after["spec"]),
             "labels": change.after["labels"],
         }
-        verdict = compare(
-            desired, _document(kind, stored), kind, self.options.ignore.pointers_for(change.key)
-        )
-        changed = tuple(f.path for f in verdict.fields)
+        changed: tuple[str, ...] = ()
+        # Most writes are stored exactly as sent: then the stored document is the desired one.
+        stored_doc = desired if live_matches(desired, stored) else live_document(stored)
+        if stored_doc is not desired:
+            verdict = compare(desired, stored_doc, kind, self.options.ignore.pointers_for(change.key))
+            changed = tuple(f.path for f in verdict.fields)
         message = note or _DONE[change.action]
         if changed:
             message += (
@@ -482,7 +489,7 @@ class _Executor:
             etag_after=result.etag,
             service_changed=changed,
             stored={
-                **_document(kind, stored),
+                **stored_doc,
                 "version": result.body.get("version", result.body.get("revision")),
             },
         )

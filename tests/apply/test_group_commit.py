@@ -213,3 +213,21 @@ def test_cancellation_leaves_no_waiter_hanging_and_no_batch_half_written(tmp_pat
     records = list(Journal(path).records())
     assert [r.data["change_id"] for r in records] == [0, 1, 2, 3]
     assert journal.head == records[-1].hash and verify(path, expect_head=journal.head).ok
+
+
+def test_a_slot_is_free_again_while_the_outcome_is_made_durable(
+    slow_org: Org, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One write at a time: the next change's intent joins the batch of this change's outcome,
+    # instead of waiting for that batch's fsync before it is even queued.
+    disk = JournalDisk(project / JOURNAL, monkeypatch)
+    sent = watch_puts(monkeypatch, disk)
+    args = ["apply", "--auto-approve", "--format", "json", "--parallelism", "1"]
+    result = CliRunner().invoke(main, args, env=slow_org.environ())
+    assert result.exit_code == 0, result.output
+    changes = json.loads(result.stdout)["changes"]
+    assert [c["status"] for c in changes] == ["applied"] * N
+    records = list(Journal(project / JOURNAL).records())
+    assert len(records) == 2 * N + 2
+    assert disk.fsyncs <= N + 3, disk.fsyncs  # 2 N + 2 while the slot was held until then
+    assert len(sent) == N and all(durable for _, durable in sent), sent
