@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+import jsonschema_rs
 import re2  # type: ignore[import-untyped]  # google-re2, the linear-time engine patterns must compile on
 from jinja2 import nodes
 from jsonschema import Draft7Validator
@@ -247,6 +248,11 @@ def _string_defaults(schema: Any) -> Any:
     return out
 
 
+# Draft 7's metaschema in Rust: ~1.3 ms of the emulator's ~1.6 ms per function write was
+# jsonschema building and running it in Python. Formats unchecked, as jsonschema's check_schema.
+_DRAFT7_META = jsonschema_rs.Draft7Validator(Draft7Validator.META_SCHEMA, validate_formats=False)
+
+
 def function_definition(resource_id: str, body: dict[str, Any]) -> dict[str, Any]:
     if not ID_PATTERN.match(resource_id):
         raise Invalid("id", "id must match ^[a-z0-9][a-z0-9-]{0,63}$")
@@ -258,7 +264,8 @@ def function_definition(resource_id: str, body: dict[str, Any]) -> dict[str, Any
     _int(out.get("timeoutMillis"), "timeoutMillis", 1, 60000)
     params = _object(out.get("parameters"), "parameters")
     try:
-        Draft7Validator.check_schema(params)
+        if not _DRAFT7_META.is_valid(params):
+            Draft7Validator.check_schema(params)  # words the error (its answer wins, as validate's)
     except SchemaError as exc:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path)
         raise Invalid(f"parameters{where}", f"invalid JSON Schema: {exc.message}") from None

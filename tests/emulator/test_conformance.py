@@ -121,6 +121,12 @@ CASES: list[tuple[str, Kind, Patch, str]] = [
         setting("parameters.properties.q.frobnicate", 3),
         "parameters.properties.q.frobnicate",
     ),
+    (
+        "not a valid JSON Schema (Draft 7's metaschema)",
+        Kind.FUNCTION_DEFINITION,
+        setting("parameters.properties.q.minLength", "five"),
+        "parameters.properties.q.minLength",
+    ),
     ("timeout of true", Kind.FUNCTION_DEFINITION, setting("timeoutMillis", True), "timeoutMillis"),
     ("timeout as a string", Kind.FUNCTION_DEFINITION, setting("timeoutMillis", "1000"), "timeoutMillis"),
     ("timeout out of range", Kind.FUNCTION_DEFINITION, setting("timeoutMillis", 60001), "timeoutMillis"),
