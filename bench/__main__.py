@@ -77,21 +77,21 @@ def requests_made(url: str) -> int:
 _BYTECODE: Path | None = None
 
 
-def _bytecode() -> dict[str, str]:
+def _with_bytecode() -> dict[str, str]:
+    """This process's environment, with bytecode written and read in the benchmark's folder."""
     global _BYTECODE
+    fresh = _BYTECODE is None
     if _BYTECODE is None:
-        import reconciler
-
         _BYTECODE = Path(tempfile.mkdtemp(prefix="bench-bytecode-"))
         atexit.register(shutil.rmtree, _BYTECODE, ignore_errors=True)
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        subprocess.run(
-            [sys.executable, "-m", "compileall", "-q", str(Path(reconciler.__file__).parent)],
-            env={**env, "PYTHONPYCACHEPREFIX": str(_BYTECODE)},
-            check=True,
-            timeout=300,
-        )
-    return {"PYTHONPYCACHEPREFIX": str(_BYTECODE)}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(_BYTECODE)
+    if fresh:
+        import reconciler
+
+        package = str(Path(reconciler.__file__).parent)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", package], env=env, check=True, timeout=300)
+    return env
 
 
 def run_measured(
@@ -103,8 +103,7 @@ def run_measured(
     across exec on Linux and report the benchmark's own memory instead.
     """
     env = {
-        **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
-        **_bytecode(),
+        **_with_bytecode(),
         # The manifest cache lives in the user's cache folder: each benchmark project gets its
         # own, inside its temporary folder, so "cold" can clear it (and nothing leaks out).
         "XDG_CACHE_HOME": str(cwd / CACHE_HOME),
