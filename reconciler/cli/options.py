@@ -198,26 +198,23 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return box[0]
 
 
-# Young collections while a command builds its values: rare enough not to walk a growing heap
-# again and again, often enough that a cold load's garbage does not pile up.
-BUILDING_GC_THRESHOLD = 200_000
-
-
 @contextlib.contextmanager
 def collections_deferred() -> Iterator[None]:
-    """Few cyclic collections while a command builds its large, long-lived values (manifests,
+    """No cyclic collections while a command builds its large, long-lived values (manifests,
     live state, the plan), and what was built frozen out of collection at the end, as the imports
-    are (see ``reconciler.cli``). Even the young collections the CLI keeps cost more per resource
-    as the heap grew: a warm plan of 20,000 spent 2.96 s of CPU with them, 2.38 s with these
-    (``bench/RESULTS.md``). Turning the collector off took 2.14 s but 20 MB more at the peak of a
-    cold plan of 20,000 (404 MB, over the 400 MB the issue allows), so it stays on."""
-    thresholds = gc.get_threshold()
-    gc.set_threshold(BUILDING_GC_THRESHOLD, *thresholds[1:])
+    are (see ``reconciler.cli``). A young collection walks every value built since the last one:
+    pauses of 80-90 ms, ~0.13 s of a warm plan of 10,000, to find almost nothing: building makes
+    ~10,000 cyclic objects at 20,000 resources (HTTP bookkeeping; each response's own cycle is
+    broken in ``client.http``, or every page's body would wait here: +30 MB at 20,000). The
+    collector is back on, as it was, for what follows (apply's writes run with it)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
         yield
     finally:
         gc.freeze()
-        gc.set_threshold(*thresholds)
+        if was_enabled:
+            gc.enable()
 
 
 QUIET = "reconciler.quiet"

@@ -354,6 +354,8 @@ class TokenSource:
 # `-v` turns this logger on: one line per HTTP exchange. Method, path (no query string: it can
 # carry names), status, latency and the service's correlation id; never headers or bodies.
 TRACE = logging.getLogger("reconciler.http")
+# What a read response's stream becomes: empty, as the body it streamed is in ``content``.
+_READ = httpx.ByteStream(b"")
 
 
 def _trace(method: str, path: str, status: str, started: float, correlation: str) -> None:
@@ -495,6 +497,10 @@ class HttpSession:
                         ApiErrorInfo(0, "transport", _describe(exc), method=method, url=path)
                     )
                 else:
+                    # The response was read and closed, but it and its stream refer to each other:
+                    # each one, its body included, would wait for the cyclic collector, which
+                    # commands turn off while they build (cli.options.collections_deferred).
+                    response.stream = _READ
                     _trace(
                         method,
                         path,

@@ -190,3 +190,28 @@ def test_an_integer_over_64_bits_in_a_live_body_is_read_exactly(org: Org) -> Non
     for spec in (*listed, got):
         bound = spec["parameters"]["properties"]["n"]["maximum"]
         assert bound == huge and isinstance(bound, int)
+
+
+def test_a_read_response_is_freed_without_the_cyclic_collector() -> None:
+    """Commands build with the collector off (cli.options.collections_deferred): a response and
+    its body must go as soon as nobody holds them, or a listing's pages would all stay."""
+    import gc
+    import weakref
+
+    with running_emulator(EmulatorConfig(rate_limit_per_minute=100_000)) as url:
+
+        async def run() -> tuple[weakref.ref[httpx.Response], int]:
+            async with httpx.AsyncClient(base_url=url) as http:
+                s = HttpSession(http, CREDS)
+                response = await s.request("GET", "/api/v2/ai/llm/models")
+                size = len(response.json()["entities"])
+                gone = weakref.ref(response)
+                del response
+                return gone, size
+
+        gc.disable()
+        try:
+            gone, size = asyncio.run(run())
+            assert size > 0 and gone() is None
+        finally:
+            gc.enable()
