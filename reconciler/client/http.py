@@ -47,7 +47,7 @@ WINDOW_S = 60.0
 # times the window's average rate.
 CATCH_UP = 2.0
 # A request waiting on something only a response can change (a request still in flight) looks again
-# this often.
+# this often, if no answer or release came sooner (each of those wakes it at once).
 POLL_S = 0.25
 # A request may start this much before its turn in the pacing schedule (the schedule itself
 # keeps the average): at high rates a few requests go together instead of each sleeping 1 ms.
@@ -127,7 +127,8 @@ class RateLimiter:
     unused (the hard bounds make the old safety margin below the rate unnecessary), and never
     fires a window's budget in one burst, which would starve anyone else using the same token.
     With no window known (before the first answer, or after one ended) requests go at the
-    advertised rate, one every ``60 s / allowed``.
+    advertised rate, one every ``60 s / allowed``; a request waiting its turn looks again as soon
+    as an answer comes, which usually places the window.
 
     Callers end each permit ``acquire`` returns: ``observe(headers, permit)`` with the answer's
     headers, or ``release(permit)`` when there is none.
@@ -145,6 +146,7 @@ class RateLimiter:
         self._lost = 0  # requests ended without (usable) headers
         self._paced_at = -math.inf  # when the last request was due in the pacing schedule
         self._blocked_until = 0.0
+        self._news: asyncio.Future[None] | None = None  # set when an answer or release comes
 
     async def acquire(self) -> Permit:
         async with self._lock:
@@ -157,11 +159,25 @@ class RateLimiter:
                 if self._in_flight or wait == math.inf:
                     wait = min(wait, POLL_S)  # an answer may change the picture before then
                 # The 1 ms floor keeps float rounding from spinning.
-                await asyncio.sleep(max(wait, 0.001))
+                await self._wait_for_news(max(wait, 0.001))
             permit = Permit(now, self._lost)
             self._in_flight.add(permit)
             self._paced_at = max(due, now)
             return permit
+
+    async def _wait_for_news(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less: an answer or a release may make room sooner. (Before the
+        first answer the pace is the configured rate, one request every 0.2 s at 300/min;
+        the first answer usually shows a budget that allows the next request at once.)"""
+        loop = asyncio.get_running_loop()
+        news: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(seconds, _settle, news)
+        self._news = news
+        try:
+            await news
+        finally:
+            timer.cancel()
+            self._news = None
 
     def observe(self, headers: Mapping[str, str], permit: Permit) -> None:
         """Learn from an answer's rate-limit headers; ends ``permit``, the request answered."""
@@ -215,6 +231,10 @@ class RateLimiter:
 
     def _end(self, permit: Permit, now: float, *, lost: bool) -> None:
         permit.done = True
+        if self._news is not None:
+            # The waiter runs after this answer has been taken in whole (observe goes on to
+            # place its window before the loop turns).
+            _settle(self._news)
         self._in_flight.discard(permit)
         self._lost += lost
         if self._ended and now < self._ended[-1]:
@@ -255,6 +275,11 @@ class RateLimiter:
                 step = max((window.hi - self._paced_at) / (left + 1), fastest)
         due = self._paced_at + step
         return max(start, due - PACE_SLACK_S), due
+
+
+def _settle(news: asyncio.Future[None]) -> None:
+    if not news.done():
+        news.set_result(None)
 
 
 def _number(value: str | None) -> float | None:

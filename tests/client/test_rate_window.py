@@ -240,6 +240,55 @@ def test_the_first_request_goes_at_once_and_the_next_are_paced_at_the_configured
     assert simulate(main) == pytest.approx([0.0, 1.0, 2.0, 3.0], abs=0.01)
 
 
+def test_with_no_answers_requests_keep_to_the_configured_rate() -> None:
+    async def main(loop: VirtualTimeLoop) -> float:
+        limiter = RateLimiter(per_minute=300, clock=loop.time)
+        t0 = loop.time()
+        for _ in range(101):
+            limiter.release(await limiter.acquire())
+        return loop.time() - t0
+
+    # 300/min, no window known: one request every 0.2 s, 100 further ones take 20 s.
+    assert 19.0 < simulate(main) < 21.0
+
+
+def test_headers_teach_the_rate_and_pause_when_the_window_is_used() -> None:
+    async def main(loop: VirtualTimeLoop) -> float:
+        limiter = RateLimiter(per_minute=300, clock=loop.time)
+        t0 = loop.time()
+        limiter.observe(headers(60, 7, allowed=60), await limiter.acquire())
+        assert limiter.per_minute == 60
+        limiter.release(await limiter.acquire())
+        return loop.time() - t0
+
+    assert simulate(main) >= 7.0
+
+
+def test_a_waiting_request_goes_as_soon_as_an_answer_shows_room() -> None:
+    """Before any answer the limiter paces at the configured 300/min, one request every 0.2 s.
+    A request waiting its turn goes as soon as the first answer teaches a budget with room in
+    it, not at the end of that 0.2 s: every command's first reads go out together (a listing's
+    first pages, the models listing), and they waited 0.2 s for nothing."""
+
+    async def main(loop: VirtualTimeLoop) -> float:
+        limiter = RateLimiter(clock=loop.time)  # the configured 300/min
+        t0 = loop.time()
+        first = await limiter.acquire()
+
+        async def answer() -> None:
+            await asyncio.sleep(0.02)
+            limiter.observe(headers(1, 60, allowed=100_000), first)
+
+        answering = asyncio.ensure_future(answer())
+        second = await limiter.acquire()
+        started = loop.time() - t0
+        limiter.release(second)
+        await answering
+        return started
+
+    assert simulate(main) == pytest.approx(0.02, abs=0.002)
+
+
 def test_without_headers_requests_are_released_and_never_more_than_the_budget_in_a_minute() -> None:
     """A service (or proxy) that sends no rate-limit headers at all: responses and lost
     connections alike free what they hold, nothing stalls, and the limiter still never starts more
