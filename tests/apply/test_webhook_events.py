@@ -49,3 +49,27 @@ def test_a_webhook_carries_the_stored_resource_with_id_version_and_etag(
     # What the service stored, server defaults included (a string parameter gets maxLength 255).
     assert last["spec"]["description"] == "Announced again."
     assert last["spec"]["parameters"]["properties"]["q"]["maxLength"] == 255
+
+
+def test_without_webhooks_an_apply_opens_no_client_for_them(
+    org: Org, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every httpx client builds an SSL context (20-45 ms: it reads the CA bundle). An apply with
+    no webhook opens one client, the one that talks to the org."""
+    import httpx
+
+    opened: list[object] = []
+    real_init = httpx.AsyncClient.__init__
+
+    def counted(self: httpx.AsyncClient, *args: object, **kwargs: object) -> None:
+        opened.append(kwargs.get("base_url"))
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "fn.yaml").write_text(MANIFEST)
+    (tmp_path / "reconciler.yaml").write_text("project: quiet\nmanifests: [manifests]\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(httpx.AsyncClient, "__init__", counted)
+    result = CliRunner().invoke(main, ["apply", "--auto-approve"], env=org.environ())
+    assert result.exit_code == 0, result.output
+    assert opened == [org.base_url]
