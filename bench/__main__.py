@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import itertools
 import math
 import os
@@ -73,26 +72,27 @@ def requests_made(url: str) -> int:
 
 # Measured commands run from compiled bytecode, as an installed copy does (pip compiles it on
 # install). A shell with PYTHONDONTWRITEBYTECODE=1 (this project's dev machines have it) would
-# otherwise make every measured run compile the package again: ~50 ms of each. The bytecode is
-# written once per benchmark process, to a folder of its own.
-_BYTECODE: Path | None = None
+# otherwise make every measured run compile the package again: ~50 ms of each. So the package is
+# compiled once per benchmark process, where Python looks for it (its __pycache__ folders, which
+# git ignores). Not into a PYTHONPYCACHEPREFIX folder of its own: Python then looks there for
+# every module's bytecode, the standard library's and the dependencies' too, so the first
+# measured run compiled all of those (~0.9 s) and every benchmark's first run was an outlier.
+_COMPILED = False
 
 
 def _with_bytecode() -> dict[str, str]:
-    """This process's environment, with bytecode written and read in the benchmark's folder."""
-    global _BYTECODE
-    fresh = _BYTECODE is None
-    if _BYTECODE is None:
-        _BYTECODE = Path(tempfile.mkdtemp(prefix="bench-bytecode-"))
-        atexit.register(shutil.rmtree, _BYTECODE, ignore_errors=True)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(_BYTECODE)
-    if fresh:
+    """This process's environment, once the package has been compiled."""
+    global _COMPILED
+    if not _COMPILED:
         import reconciler
 
         package = str(Path(reconciler.__file__).parent)
-        subprocess.run([sys.executable, "-m", "compileall", "-q", package], env=env, check=True, timeout=300)
-    return env
+        writing = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", package], env=writing, check=True, timeout=300
+        )
+        _COMPILED = True
+    return dict(os.environ)
 
 
 def run_measured(
