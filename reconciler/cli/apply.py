@@ -51,9 +51,11 @@ from reconciler.promise import bind_saved_plan
 from reconciler.render import redact_change
 from reconciler.rollback import revision_rollback_plan, rollback_plan
 from reconciler.workspace import (
+    Settings,
     Workspace,
     connect,
     ignore_rules,
+    load_while_listing,
     make_live_plan,
     open_settings,
     plan_options,
@@ -274,7 +276,7 @@ def report(result: ApplyResult, what: str = "Apply") -> None:
 
 
 def open_journal(
-    ws: Workspace, command: str, timeout: float, break_lock: str | None = None
+    ws: Settings, command: str, timeout: float, break_lock: str | None = None
 ) -> AbstractContextManager[Journal]:
     """The journal, for writing, held for the whole command: a local file under its
     ``JournalLock``, or a git branch under a lease claimed before the first write and released,
@@ -301,7 +303,7 @@ break_lock_option = click.option(
 )
 
 
-async def record_lost_outcomes(ws: Workspace, journal: Journal, client: GatewayClient) -> None:
+async def record_lost_outcomes(ws: Settings, journal: Journal, client: GatewayClient) -> None:
     for line in await record_unfinished(journal, client, ws.redactor):
         note(f"Recorded a lost outcome: {line}")
 
@@ -376,14 +378,22 @@ def apply_command(
         saved = read_saved(plan_file, key.encode() if key else None)
         assert saved.origin is not None
     paths = saved.origin.paths if saved is not None and saved.origin is not None else source
-    with collections_deferred():
-        ws = open_settings(env_name, paths, journal=journal_path, variables=given_variables()).load()
-    note(f"Applying to {ws.connection.description}.")
+    settings = open_settings(env_name, paths, journal=journal_path, variables=given_variables())
+    # A journal kept in git is claimed by a push, which others see: bad manifests are found
+    # before that, as they are before a saved plan is bound. A local journal's lock is seen by no
+    # one else, so under it the manifests load while the org is listed (as plan does).
+    loaded = None
+    if saved is not None or not isinstance(settings.journal_store, LocalStore):
+        with collections_deferred():
+            loaded = settings.load()
+    note(f"Applying to {settings.connection.description}.")
 
     async def go() -> ApplyResult | None:
-        with open_journal(ws, "apply", lock_timeout, break_lock) as journal:
-            async with connect(ws.connection, parallelism=parallelism, writes=True) as client:
+        with open_journal(settings, "apply", lock_timeout, break_lock) as journal:
+            async with connect(settings.connection, parallelism=parallelism, writes=True) as client:
                 if saved is not None and plan_file is not None:
+                    assert loaded is not None
+                    ws = loaded
                     earlier = journal.applied_plan(saved.digest)
                     if earlier:
                         raise PlanFileError(
@@ -393,10 +403,14 @@ def apply_command(
                     with collections_deferred():
                         the_plan = await bind_plan_file(ws, client, saved, plan_file)
                 else:
-                    await record_lost_outcomes(ws, journal, client)
-                    options = plan_options(ws, prune=prune, targets=targets, excludes=excludes)
+                    await record_lost_outcomes(settings, journal, client)
+                    options = plan_options(settings, prune=prune, targets=targets, excludes=excludes)
                     with collections_deferred():
-                        the_plan = await make_live_plan(ws, client, options)
+                        if loaded is None:
+                            ws, listing = await load_while_listing(settings, client)
+                        else:
+                            ws, listing = loaded, None
+                        the_plan = await make_live_plan(ws, client, options, listing)
                     if not wants_json():
                         show_plan(ws, the_plan, "text", use_color(no_color))
                 if not the_plan.has_changes:

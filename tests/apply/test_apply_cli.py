@@ -169,6 +169,8 @@ def test_invalid_manifest_writes_nothing(org: Org, project: Path) -> None:
     assert "all.yaml:" in out and "timeoutMilis" in out
     assert "Traceback" not in out
     assert org.listing("/api/v2/ai/llm/function-definitions") == []
+    journal = project / ".reconciler" / "journal.jsonl"
+    assert not journal.exists() or journal.read_text() == ""  # no run was started
 
 
 def test_prune_never_deletes_unlabelled_resources(org: Org, project: Path) -> None:

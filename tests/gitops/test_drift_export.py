@@ -129,12 +129,13 @@ def test_export_then_plan_shows_no_changes(org: Org, example: Path, tmp_path: Pa
     assert [(c["name"], c["action"]) for c in changes] == [("func-handmade", "update")]
 
 
-@pytest.mark.parametrize("command", ["plan", "drift"])
+@pytest.mark.parametrize("command", ["plan", "drift", "apply"])
 def test_bad_manifests_are_reported_even_when_the_org_cannot_be_reached(
     org: Org, example: Path, command: str
 ) -> None:
-    # plan and drift list the org while the manifests load; the manifests' problems still come
-    # first, named by file and line, and the listing (which cannot connect) is not reported.
+    # plan, drift and apply (with a local journal) list the org while the manifests load; the
+    # manifests' problems still come first, named by file and line, and the listing (which
+    # cannot connect) is not reported.
     from reconciler.emulator.server import free_port
 
     project = example / "reconciler.yaml"
