@@ -228,6 +228,12 @@ def _parse(line: str) -> JournalRecord:
     return record
 
 
+def _change_of(record: JournalRecord) -> tuple[str, str]:
+    """Which change of which run an intent or outcome is about. The change id is written as
+    JSON: whatever shape a journal someone else wrote gives it, it can be looked up."""
+    return record.run_id, json.dumps(record.data.get("change_id"), sort_keys=True, default=str)
+
+
 def _check(record: JournalRecord, prev: str, seq: int) -> str:
     """Why ``record`` does not belong after ``prev`` at position ``seq`` ('' when it does)."""
     if record.prev != prev:
@@ -373,6 +379,9 @@ class Journal:
     _seq: int = 0
     _end: int = 0  # bytes of complete, verified records
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Intents with no outcome yet, by (run, change): noted while the chain is verified on opening
+    # and kept up to date by appends, so finding them never reads the history a second time.
+    _open_intents: dict[tuple[str, str], JournalRecord] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -414,6 +423,7 @@ class Journal:
                     "run `reconciler journal verify`"
                 )
             prev, seq, end = record.hash, seq + 1, end + len(raw) + 1
+            self._note(record)
         else:
             if tail:
                 torn = "last line has no end (the writer was interrupted)"
@@ -422,6 +432,13 @@ class Journal:
         elif torn:
             self.skipped_tail = torn
         self._head, self._seq, self._end = prev, seq, end
+
+    def _note(self, record: JournalRecord) -> None:
+        """Keep ``_open_intents`` up to date with ``record``, a verified one."""
+        if record.type is RecordType.INTENT:
+            self._open_intents[_change_of(record)] = record
+        elif record.type is RecordType.OUTCOME:
+            self._open_intents.pop(_change_of(record), None)
 
     def _set_aside(self, data: bytes, keep: int, reason: str) -> None:
         stamp = self.clock().strftime("%Y%m%dT%H%M%S%fZ")
@@ -524,6 +541,8 @@ class Journal:
                     "no further change is sent to the org (no audit, no write)"
                 ) from None
             self._head, self._seq, self._end = head, seq, self._end + len(encoded)
+            for record in records:
+                self._note(record)
         if self.publisher is not None:
             for record in records:
                 self.publisher.appended(record)
@@ -542,14 +561,8 @@ class Journal:
     def unfinished_intents(self) -> list[JournalRecord]:
         """Intents with no outcome: writes that may have been sent while the journal could not
         record what came of them (a crash, a full disk). The next writer records what it finds."""
-        open_intents: dict[tuple[str, Any], JournalRecord] = {}
-        for record in self.records():
-            key = (record.run_id, record.data.get("change_id"))
-            if record.type is RecordType.INTENT:
-                open_intents[key] = record
-            elif record.type is RecordType.OUTCOME:
-                open_intents.pop(key, None)
-        return list(open_intents.values())
+        with self._lock:
+            return list(self._open_intents.values())
 
     def applied_plan(self, plan_hash: str) -> str | None:
         """The run that already applied the saved plan with this hash, if one finished."""

@@ -121,3 +121,24 @@ def test_summary_percentiles() -> None:
     summary = summarize([float(i) for i in range(1, 101)], ["applied"] * 99 + ["conflict"])
     assert summary["p50_ms"] == 50.0 or summary["p50_ms"] == 51.0
     assert summary["p95_ms"] >= 95 and summary["success_rate"] == 0.99
+
+
+def test_unfinished_intents_are_found_when_opened_and_kept_up_to_date_by_appends(tmp_path: Path) -> None:
+    """Opening a journal already reads every record (to verify the chain): it notes the intents
+    without an outcome then, rather than reading the whole history a second time. Intents and
+    outcomes appended afterwards keep that up to date; so a lost outcome in someone else's
+    journal (a change id of any JSON shape) is found and not a crash."""
+    path = tmp_path / "journal.jsonl"
+    first = Journal(path, writable=True)
+    first.append("run-1", RecordType.INTENT, {"change_id": 0, "name": "a"})
+    first.append("run-1", RecordType.OUTCOME, {"change_id": 0, "status": "applied"})
+    first.append("run-1", RecordType.INTENT, {"change_id": 1, "name": "b"})  # its outcome was lost
+    first.append("run-1", RecordType.INTENT, {"change_id": ["odd", {"x": 1}], "name": "c"})
+    assert [r.data["name"] for r in first.unfinished_intents()] == ["b", "c"]
+
+    reopened = Journal(path, writable=True)
+    assert [r.data["name"] for r in reopened.unfinished_intents()] == ["b", "c"]
+    reopened.append("run-1", RecordType.OUTCOME, {"change_id": 1, "status": "unknown"})
+    reopened.append("run-2", RecordType.INTENT, {"change_id": 1, "name": "d"})
+    assert [r.data["name"] for r in reopened.unfinished_intents()] == ["c", "d"]
+    assert [r.data["name"] for r in Journal(path).unfinished_intents()] == ["c", "d"]
