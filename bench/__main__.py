@@ -3,7 +3,7 @@
     python -m bench plan --n 10000      # floor (bare libyaml parse), validate, plan cold and warm
     python -m bench scaling             # plan cold and warm at 1k/5k/10k/20k: cost per resource
     python -m bench seed-plan --n 1000  # our plan vs seed-style clients (sequential, parallel)
-    python -m bench apply --n 1000 --rate 100000 --latency-ms 20   # with bare PUTs, both seed-style clients
+    python -m bench apply --n 1000 --rate 100000 --latency-ms 20   # + bare and minimal PUTs, seed-style
     python -m bench apply --n 300 --rate 300                       # under the rate limit
     python -m bench cpu                 # CPU per resource: unchanged and changed
     python -m bench all
