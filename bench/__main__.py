@@ -325,20 +325,28 @@ def _token(url: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token['access_token']}"}
 
 
+def _revised(doc: dict[str, Any], suffix: str) -> tuple[str, dict[str, Any]]:
+    """A function definition's name and wire body, its description changed by ``suffix``."""
+    from reconciler.kinds import adapter_for
+    from reconciler.models import MANAGED_BY_LABEL, Kind
+
+    name = doc["metadata"]["name"]
+    spec = {**doc["spec"], "description": doc["spec"]["description"] + suffix}
+    return name, adapter_for(Kind.FUNCTION_DEFINITION).to_wire(name, spec, {MANAGED_BY_LABEL: "bench"})
+
+
 def seed_apply(url: str, documents: list[dict[str, Any]], suffix: str, parallelism: int) -> float:
     """A seed-style apply: for each resource one GET then one conditional PUT, no plan, no journal;
     ``parallelism`` 1 is the sequential seed, more runs that many resources at a time."""
     from reconciler.kinds import adapter_for
-    from reconciler.models import MANAGED_BY_LABEL, Kind
+    from reconciler.models import Kind
 
     adapter = adapter_for(Kind.FUNCTION_DEFINITION)
 
     async def one(http: httpx.AsyncClient, gate: asyncio.Semaphore, doc: dict[str, Any]) -> None:
-        name = doc["metadata"]["name"]
-        spec = {**doc["spec"], "description": doc["spec"]["description"] + suffix}
         async with gate:
-            live = await http.get(adapter.item_path(name))
-            body = adapter.to_wire(name, spec, {MANAGED_BY_LABEL: "bench"})
+            live = await http.get(adapter.item_path(doc["metadata"]["name"]))
+            name, body = _revised(doc, suffix)
             await http.put(adapter.item_path(name), json=body, headers={"If-Match": live.headers["ETag"]})
 
     async def run() -> float:
@@ -360,20 +368,6 @@ async def _listed_etags(http: httpx.AsyncClient, collection: str) -> dict[str, s
         if not body.get("nextUri"):
             return etags
     raise AssertionError("unreachable")
-
-
-def _revised(documents: list[dict[str, Any]], suffix: str) -> list[tuple[str, dict[str, Any]]]:
-    """Each function definition's name and wire body, its description changed by ``suffix``."""
-    from reconciler.kinds import adapter_for
-    from reconciler.models import MANAGED_BY_LABEL, Kind
-
-    adapter = adapter_for(Kind.FUNCTION_DEFINITION)
-    out = []
-    for doc in documents:
-        name = doc["metadata"]["name"]
-        spec = {**doc["spec"], "description": doc["spec"]["description"] + suffix}
-        out.append((name, adapter.to_wire(name, spec, {MANAGED_BY_LABEL: "bench"})))
-    return out
 
 
 def bare_puts(url: str, documents: list[dict[str, Any]], suffix: str, parallelism: int) -> float:
@@ -398,7 +392,7 @@ def bare_puts(url: str, documents: list[dict[str, Any]], suffix: str, parallelis
                     put = await http.put(adapter.item_path(name), json=body, headers=guard)
                     put.raise_for_status()  # a 412 would be no write at all
 
-            bodies = _revised(documents, suffix)
+            bodies = [_revised(doc, suffix) for doc in documents]
             started = time.perf_counter()
             await asyncio.gather(*(one(name, body) for name, body in bodies))
             return time.perf_counter() - started
@@ -446,8 +440,8 @@ def raw_puts(url: str, documents: list[dict[str, Any]], suffix: str, parallelism
     async def run() -> float:
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
             etags = await _listed_etags(http, adapter.collection_path)
-        bodies = [(name, json.dumps(body).encode()) for name, body in _revised(documents, suffix)]
-        queue = collections.deque(bodies)
+        revised = (_revised(doc, suffix) for doc in documents)
+        queue = collections.deque((name, json.dumps(body).encode()) for name, body in revised)
         started = time.perf_counter()
         writers = asyncio.gather(*(connection(queue, etags) for _ in range(parallelism)))
         await asyncio.wait_for(writers, timeout=300)

@@ -1,4 +1,4 @@
-"""The apply benchmark's write floors really write: every PUT lands, guarded by the listed ETag."""
+"""The apply benchmark's clients really write: every PUT lands, guarded by a current ETag."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.__main__ import _functions, _token, bare_puts, load_live, raw_puts
+from bench.__main__ import _functions, _token, bare_puts, load_live, raw_puts, seed_apply
 from bench.harness import emulator
 from reconciler.kinds import adapter_for
 from reconciler.models import Kind
@@ -17,7 +17,9 @@ from reconciler.models import Kind
 Floor = Callable[[str, list[dict[str, Any]], str, int], float]
 
 
-@pytest.mark.parametrize("floor", [raw_puts, bare_puts], ids=["minimal client", "httpx"])
+@pytest.mark.parametrize(
+    "floor", [raw_puts, bare_puts, seed_apply], ids=["minimal client", "httpx", "seed-style"]
+)
 def test_every_put_lands(tmp_path: Path, floor: Floor) -> None:
     documents = _functions(25)
     collection = adapter_for(Kind.FUNCTION_DEFINITION).collection_path
